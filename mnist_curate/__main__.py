@@ -1,0 +1,3 @@
+from mnist_curate.cli import main
+
+main()

@@ -1,0 +1,249 @@
+"""The `mnist-curate` command line.
+
+Commands are thin: they resolve the config, take the workspace lock and call
+one library function. ``main`` turns library errors into a message and an
+exit code: 2 for bad input, 1 for other failures, 130 when interrupted.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+import traceback
+from pathlib import Path
+from typing import Annotated, Any, Callable, Optional
+
+import typer
+from rich.table import Table
+from rich.text import Text
+
+from mnist_curate import __version__
+from mnist_curate.config import Config, apply_overrides, config_from_dict, dump_config, read_config_file
+from mnist_curate.errors import EXIT_FAILURE, EXIT_INTERRUPTED, CurateError
+from mnist_curate.ui import Reporter, format_duration
+from mnist_curate.workspace import DEFAULT_WORKSPACE, Workspace, atomic_write_text, command_line
+
+app = typer.Typer(
+    name="mnist-curate",
+    help="Find unreadable, ambiguous and mislabelled MNIST digits and move them into an IDK class.\n\n"
+         "Stages share one cached workspace: train -> embed -> score -> review -> relabel -> export. "
+         "Each stage is skipped when nothing it depends on changed.",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+_VERBOSE = False
+
+# Options shared by the commands -----------------------------------------------------
+
+WorkspaceOption = Annotated[Path, typer.Option(
+    "--workspace", "-w", envvar="MNIST_CURATE_WORKSPACE", show_envvar=True,
+    help="Workspace folder that all stages share.")]
+ConfigOption = Annotated[Optional[Path], typer.Option(
+    "--config", "-c", help="YAML config file. Without it, the workspace's saved config (or the defaults) is used.")]
+VerboseOption = Annotated[bool, typer.Option("--verbose", "-v", help="Print details, and tracebacks on errors.")]
+QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="Print only warnings, errors and results.")]
+ForceOption = Annotated[bool, typer.Option("--force", help="Recompute even when the cached result is current.")]
+DataDirOption = Annotated[Optional[Path], typer.Option(
+    "--data-dir", envvar="MNIST_CURATE_DATA_DIR", show_envvar=True,
+    help="Folder with the four MNIST files (gz or unpacked, flat or MNIST/raw/); read only. (config: data.dir)")]
+LimitOption = Annotated[Optional[int], typer.Option(
+    "--limit", help="Stratified subset of N samples per split, for quick runs. (config: data.limit)")]
+SeedOption = Annotated[Optional[int], typer.Option("--seed", help="Random seed. (config: seed)")]
+DeviceOption = Annotated[Optional[str], typer.Option(
+    "--device", help="auto, cpu, cuda, cuda:N or mps. (config: device)")]
+
+
+def _data_overrides(data_dir: Path | None, limit: int | None, seed: int | None, device: str | None) -> dict[str, Any]:
+    return {"data.dir": str(data_dir) if data_dir else None, "data.limit": limit, "seed": seed, "device": device}
+
+
+def resolve_config(workspace: Workspace, config_file: Path | None, overrides: dict[str, Any]) -> Config:
+    """Build the config for a command: a config file or the workspace's saved config, then overrides.
+
+    A config file replaces the saved config as a whole; keys it leaves out take
+    their defaults. Without one, the workspace's saved config carries over, so
+    `mnist-curate train --epochs 3` followed by `mnist-curate embed` agree.
+    """
+    if config_file is not None:
+        raw, source = read_config_file(config_file), str(config_file)
+    elif workspace.config_path.is_file():
+        raw, source = read_config_file(workspace.config_path), str(workspace.config_path)
+    else:
+        raw, source = {}, "defaults"
+    return config_from_dict(apply_overrides(raw, overrides), source=f"{source} with command-line options")
+
+
+def save_config(workspace: Workspace, config: Config) -> None:
+    atomic_write_text(workspace.config_path, "# Resolved by mnist-curate; the last writing command's config.\n"
+                      + dump_config(config))
+
+
+def _reporter(verbose: bool, quiet: bool) -> Reporter:
+    global _VERBOSE
+    _VERBOSE = verbose
+    return Reporter(verbose=verbose, quiet=quiet)
+
+
+def _run_stages(names: list[str], *, workspace: Path, config_file: Path | None, overrides: dict[str, Any],
+                force: bool, verbose: bool, quiet: bool, options: dict[str, Any] | None = None) -> None:
+    from mnist_curate.pipeline import check_can_run, run_stage
+
+    reporter = _reporter(verbose, quiet)
+    ws = Workspace(workspace)
+    config = resolve_config(ws, config_file, overrides)
+    check_can_run(names, config=config, workspace=ws)
+    with ws.locked(command_line()) as lock:
+        if lock.recovered_from:
+            reporter.warn(f"recovered a stale workspace lock left by {lock.recovered_from.describe()}")
+        for name in names:
+            run_stage(name, config=config, workspace=ws, reporter=reporter, force=force, options=options)
+            # Saved once a stage is current under it, so a failed first stage leaves the old config.
+            save_config(ws, config)
+
+
+def command_boundary(function: Callable[..., None]) -> Callable[..., None]:
+    """Turn library errors into a one-line message and an exit code (traceback only with --verbose)."""
+
+    @functools.wraps(function)
+    def wrapper(*args: Any, **kwargs: Any) -> None:
+        console = Reporter().console
+        try:
+            function(*args, **kwargs)
+        except KeyboardInterrupt:
+            console.print("[red]interrupted[/red]: stopped before finishing; the workspace keeps only complete "
+                          "results, so rerun the same command to go on.")
+            raise typer.Exit(EXIT_INTERRUPTED) from None
+        except CurateError as error:
+            _print_error(console, str(error))
+            raise typer.Exit(error.exit_code) from None
+        except Exception as error:  # noqa: BLE001 - the boundary that turns any failure into an exit code
+            _print_error(console, f"unexpected failure: {type(error).__name__}: {error}. "
+                                  "Rerun with --verbose for the traceback.")
+            raise typer.Exit(EXIT_FAILURE) from None
+
+    return wrapper
+
+
+def _print_error(console: Any, message: str) -> None:
+    if _VERBOSE:
+        console.print(traceback.format_exc(), markup=False, highlight=False)
+    console.print(Text.assemble(("error: ", "red"), message), highlight=False)
+
+
+# Commands ---------------------------------------------------------------------------
+
+@app.command()
+@command_boundary
+def train(
+    workspace: WorkspaceOption = Path(DEFAULT_WORKSPACE),
+    config_file: ConfigOption = None,
+    data_dir: DataDirOption = None,
+    limit: LimitOption = None,
+    epochs: Annotated[Optional[int], typer.Option(help="Epochs of the final model. (config: train.epochs)")] = None,
+    fold_epochs: Annotated[Optional[int], typer.Option(
+        help="Epochs of each out-of-fold model. (config: train.fold_epochs)")] = None,
+    folds: Annotated[Optional[int], typer.Option(
+        help="Out-of-fold models (0 turns them off). (config: train.folds)")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="Batch size. (config: train.batch_size)")] = None,
+    lr: Annotated[Optional[float], typer.Option(help="Peak learning rate. (config: train.lr)")] = None,
+    seed: SeedOption = None,
+    device: DeviceOption = None,
+    force: ForceOption = False,
+    verbose: VerboseOption = False,
+    quiet: QuietOption = False,
+) -> None:
+    """Train LeNet-5 on the original labels, with out-of-fold logits for every training sample.
+
+    Example: [bold]mnist-curate train --data-dir ~/data/mnist --epochs 8[/bold]
+    """
+    overrides = _data_overrides(data_dir, limit, seed, device) | {
+        "train.epochs": epochs, "train.fold_epochs": fold_epochs, "train.folds": folds,
+        "train.batch_size": batch_size, "train.lr": lr}
+    _run_stages(["train"], workspace=workspace, config_file=config_file, overrides=overrides, force=force,
+                verbose=verbose, quiet=quiet)
+
+
+@app.command()
+@command_boundary
+def status(
+    workspace: WorkspaceOption = Path(DEFAULT_WORKSPACE),
+    config_file: ConfigOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout instead of a table.")] = False,
+    verbose: VerboseOption = False,
+) -> None:
+    """Show every stage: done, stale, missing or corrupt, when it ran, how long it took and its key figures.
+
+    Example: [bold]mnist-curate status --json[/bold]
+    """
+    from mnist_curate.pipeline import STAGES, stage_states
+
+    reporter = _reporter(verbose, False)
+    ws = Workspace(workspace)
+    config = resolve_config(ws, config_file, {})
+    states = stage_states(config, ws)
+
+    report: dict[str, dict[str, Any]] = {}
+    for name, state in states.items():
+        entry: dict[str, Any] = {"state": state.state}
+        if state.reason:
+            entry["reason"] = state.reason
+        if state.record is not None:
+            entry |= {"finished_at": state.record.finished_at, "duration_s": state.record.duration_s}
+            entry |= state.record.figures
+        report[name] = entry
+
+    if as_json:
+        sys.stdout.write(json.dumps(report, indent=2) + "\n")
+        return
+
+    table = Table(title=f"workspace {ws.root}")
+    for column in ("stage", "state", "finished", "took", "figures"):
+        table.add_column(column)
+    colours = {"done": "green", "stale": "yellow", "missing": "dim", "corrupt": "red"}
+    for name, state in states.items():
+        record = state.record
+        figures = ""
+        if record is not None:
+            figures = "  ".join(_format_figure(key, record.figures.get(key))
+                                for key in STAGES[name].key_figures if key in record.figures)
+        label = f"[{colours[state.state]}]{state.state}[/]"
+        if state.reason:
+            label += f"\n[dim]{state.reason}[/dim]"
+        table.add_row(name, label, record.finished_at if record else "",
+                      format_duration(record.duration_s) if record else "", figures)
+    reporter.console.print(table)
+
+
+def _format_figure(key: str, value: Any) -> str:
+    if isinstance(value, float) and ("accuracy" in key or "fraction" in key):
+        return f"{key} {value:.2%}"
+    if isinstance(value, float):
+        return f"{key} {value:,.1f}"
+    return f"{key} {value}"
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        typer.echo(f"mnist-curate {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", callback=_version_callback, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    pass
+
+
+# Entry point ------------------------------------------------------------------------
+
+def main() -> None:
+    """Run the CLI; exits with 0, 1 (failure), 2 (bad input) or 130 (interrupted)."""
+    os.environ.setdefault("FIFTYONE_DO_NOT_TRACK", "true")
+    app(prog_name="mnist-curate")

@@ -1,0 +1,72 @@
+"""The one rich console that every command writes its messages to.
+
+Messages and progress bars go to stderr, so that stdout carries only machine
+output (``--json``). ``--quiet`` keeps warnings and errors only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from typing import Iterator
+
+from rich.console import Console
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn,
+                           TimeElapsedColumn, TimeRemainingColumn)
+
+
+class Reporter:
+    """Console output of one command: log lines, warnings and progress bars."""
+
+    def __init__(self, *, quiet: bool = False, verbose: bool = False, console: Console | None = None):
+        # soft_wrap: long messages stay one line in logs instead of being cut at 80 columns.
+        self.console = console or Console(stderr=True, highlight=False, soft_wrap=True)
+        self.quiet = quiet
+        self.verbose = verbose
+        self.warnings: list[str] = []
+
+    def info(self, message: str) -> None:
+        if not self.quiet:
+            self.console.print(message)
+
+    def detail(self, message: str) -> None:
+        if self.verbose and not self.quiet:
+            self.console.print(f"[dim]{message}[/dim]")
+
+    def warn(self, message: str) -> None:
+        self.warnings.append(message)
+        self.console.print(f"[yellow]warning:[/yellow] {message}")
+
+    def print(self, renderable: object) -> None:
+        if not self.quiet:
+            self.console.print(renderable)
+
+    @contextlib.contextmanager
+    def progress(self) -> Iterator[Progress]:
+        """Return a progress display; disabled in quiet mode, plain when stderr is not a terminal."""
+        progress = Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
+            TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[status]}"),
+            console=self.console, disable=self.quiet or not self.console.is_terminal, transient=False,
+        )
+        with progress:
+            yield progress
+
+
+def format_duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
+
+
+class Stopwatch:
+    def __init__(self) -> None:
+        self.started = time.perf_counter()
+
+    @property
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
