@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
+import shutil
 import time
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -247,7 +248,12 @@ def run_stage(name: str, *, config: Config, workspace: Workspace, reporter: Repo
     started_at = now_iso()
     stage_started = time.perf_counter()
     context = StageContext(stage, config, workspace, out_dir, reporter, options)
-    figures = stage.load_runner()(context)
+    try:
+        figures = stage.load_runner()(context)
+    except BaseException:
+        # A failed or interrupted stage leaves nothing behind; after kill -9 the next run cleans up.
+        shutil.rmtree(out_dir, ignore_errors=True)
+        raise
     duration = time.perf_counter() - stage_started
 
     record = StageRecord(stage=name, key=state.key, version=__version__, started_at=started_at,
