@@ -86,12 +86,12 @@ class ScoreConfig:
 @dataclass
 class CandidatesConfig:
     top_mistakenness: float = _knob(
-        0.01, "Rule mistaken: the top fraction of each split by mistakenness, when also misclassified.",
+        0.003, "Rule mistaken: the top fraction of each split by mistakenness, when also misclassified.",
         min=0.0, max=1.0)
     top_hardness: float = _knob(
-        0.01, "Rule hard: the top fraction of each split by hardness, when also misclassified.", min=0.0, max=1.0)
+        0.003, "Rule hard: the top fraction of each split by hardness, when also misclassified.", min=0.0, max=1.0)
     top_uniqueness: float = _knob(
-        0.002, "Rule outlier: the top fraction of each split by uniqueness.", min=0.0, max=1.0)
+        0.001, "Rule outlier: the top fraction of each split by uniqueness.", min=0.0, max=1.0)
     label_issues: bool = _knob(True, "Rule label_issue: flag cleanlab's confident-learning label issues.")
     montage_size: int = _knob(100, "Top candidates shown in montage.png, by suspicion.", min=1, max=2000)
 
