@@ -68,6 +68,30 @@ STAGES: dict[str, Stage] = {
             key_figures=("test_accuracy", "oof_accuracy", "samples_per_s"),
             inputs="mnist_curate.pipeline:data_inputs",
         ),
+        Stage(
+            name="embed",
+            summary="84-d embeddings, logits and joint PCA/UMAP maps of both splits from the final model",
+            upstream=("train",),
+            config_keys=("embed",),
+            runner="mnist_curate.embed:run_embed",
+            key_figures=("n_samples", "n_misclassified"),
+        ),
+        Stage(
+            name="score",
+            summary="hardness, mistakenness, uniqueness, representativeness, margin and label issues",
+            upstream=("embed",),
+            config_keys=("score",),
+            runner="mnist_curate.scores:run_score",
+            key_figures=("n_label_issues", "seconds_metrics"),
+        ),
+        Stage(
+            name="candidates",
+            summary="IDK candidates picked by the rules, ranked by suspicion",
+            upstream=("score",),
+            config_keys=("candidates",),
+            runner="mnist_curate.candidates:run_candidates",
+            key_figures=("n_candidates", "n_candidates_train", "n_candidates_test"),
+        ),
     )
 }
 
