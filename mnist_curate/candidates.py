@@ -197,7 +197,8 @@ def print_top_candidates(workspace: Workspace, n_top: int, reporter: Reporter) -
         justify = "left" if column in ("sample_id", "reasons") else "right"
         table.add_column(header, justify=justify, no_wrap=column != "reasons")
     for rank, row in enumerate(frame.to_dict("records"), start=1):
-        values = [f"{row[c]:.2f}" if isinstance(row[c], float) else str(row[c]) for c in headers]
+        values = [str(row[c]) if c in ("sample_id", "label", "prediction", "reasons") else f"{float(row[c]):.2f}"
+                  for c in headers]
         # Spaces let the reasons wrap inside their column.
         values[-1] = values[-1].replace(REASON_SEPARATOR, " ")
         table.add_row(str(rank), *values)

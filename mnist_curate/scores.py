@@ -208,7 +208,8 @@ def representativeness(embeddings: np.ndarray, *, n_clusters: int, seed: int = B
     take each sample's Euclidean distance to its cluster centre, divided by
     the largest such distance in its cluster. Brain 0.25 returns that
     normalised distance as is, so its outliers score highest (1.0 for the
-    farthest sample of each cluster), contrary to its documentation. We
+    farthest sample of each cluster), although its own algorithm comment
+    says cluster centres should rank highest. We
     return ``1 - brain_representativeness``: 1 at a cluster centre, 0 for the
     farthest sample of each cluster.
     """
