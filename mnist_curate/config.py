@@ -72,6 +72,11 @@ class EmbedConfig:
         0.1, "UMAP minimum distance between points in the map: smaller packs clusters tighter.", min=0.0, max=1.0)
     umap_metric: str = _knob(
         "cosine", "Distance between embeddings that UMAP preserves.", choices=UMAP_METRICS)
+    umap_n_epochs: int = _knob(
+        100, "UMAP layout optimisation epochs; the map's cost grows linearly with them.", min=1, max=10_000)
+    umap_negative_sample_rate: int = _knob(
+        3, "UMAP negative samples per positive one in each epoch: more push clusters apart harder but cost more.",
+        min=1, max=100)
 
 
 @dataclass

@@ -123,16 +123,40 @@ def fit_pca(embeddings: np.ndarray) -> np.ndarray:
 
 
 def fit_umap(embeddings: np.ndarray, settings: EmbedConfig, *, seed: int) -> np.ndarray:
-    """Fit a seeded UMAP map; a fixed random_state makes umap-learn run single-threaded and repeatable."""
+    """Fit a seeded, repeatable UMAP map of the embeddings.
+
+    A fixed random_state makes umap-learn's layout optimisation run
+    single-threaded, so its cost is set by ``umap_n_epochs`` and
+    ``umap_negative_sample_rate``. With the cosine metric the neighbour graph
+    comes from the exact search that uniqueness uses, which is faster here than
+    umap-learn's approximate NN-descent. The layout starts from PCA rather
+    than umap-learn's spectral layout, which took about 40 s of a 146 s UMAP
+    fit on full MNIST on a shared 2-core CPU (docs/benchmarks.md).
+    """
     import warnings
 
     import umap
 
-    reducer = umap.UMAP(n_components=2, n_neighbors=min(settings.umap_n_neighbors, len(embeddings) - 1),
-                        min_dist=settings.umap_min_dist, metric=settings.umap_metric, random_state=seed)
+    from mnist_curate.scores import cosine_neighbours
+
+    n_neighbors = min(settings.umap_n_neighbors, len(embeddings) - 1)
+    precomputed_knn = (None, None, None)
+    if settings.umap_metric == "cosine":
+        # umap-learn counts each sample as its own nearest neighbour, at distance 0.
+        others_idx, other_distances = cosine_neighbours(embeddings, n_neighbors - 1, centre=False)
+        knn_idx = np.hstack([np.arange(len(embeddings))[:, None], others_idx])
+        knn_distances = np.hstack([np.zeros((len(embeddings), 1)), other_distances]).astype(np.float32)
+        precomputed_knn = (knn_idx, knn_distances, None)
+
+    reducer = umap.UMAP(n_components=2, n_neighbors=n_neighbors, min_dist=settings.umap_min_dist,
+                        metric=settings.umap_metric, n_epochs=settings.umap_n_epochs, init="pca",
+                        negative_sample_rate=settings.umap_negative_sample_rate, random_state=seed,
+                        precomputed_knn=precomputed_knn)
     with warnings.catch_warnings():
         # umap-learn warns that a seed turns off parallelism; repeatable maps are the point here.
         warnings.filterwarnings("ignore", message="n_jobs value", category=UserWarning)
+        # Without a search index the fitted reducer cannot transform new samples; nothing here does.
+        warnings.filterwarnings("ignore", message=r"precomputed_knn\[2\]", category=UserWarning)
         return reducer.fit_transform(embeddings).astype(np.float32)
 
 

@@ -116,19 +116,33 @@ def label_issues(logits: np.ndarray, labels: np.ndarray, *, filter_by: str) -> n
 def neighbour_cosine_distances(embeddings: np.ndarray, n_neighbors: int) -> np.ndarray:
     """Return the cosine distances to each row's ``n_neighbors`` nearest other rows, ascending.
 
-    Embeddings are mean-centred first, as fiftyone-brain 0.25 does. The search
-    is an exact brute force in float32 chunks with torch that keeps two spare
-    neighbours. Their distances are then recomputed in float64, so they match
-    sklearn's ``pairwise_distances(metric="cosine")`` on float64 input to rounding error.
+    Embeddings are mean-centred first, as fiftyone-brain 0.25 does. Distances
+    match sklearn's ``pairwise_distances(metric="cosine")`` on float64 input
+    to rounding error (see ``cosine_neighbours``).
     """
-    centred = np.asarray(embeddings, dtype=np.float64)
-    # Constant columns (ReLU units that never fire) are zero after centring and
-    # add nothing to any dot product; dropping them shortens the search.
-    centred = centred[:, np.ptp(centred, axis=0) > 0]
-    centred = centred - centred.mean(axis=0, keepdims=True)
-    norms = np.linalg.norm(centred, axis=1, keepdims=True)
+    return cosine_neighbours(embeddings, n_neighbors, centre=True)[1]
+
+
+def cosine_neighbours(embeddings: np.ndarray, n_neighbors: int, *, centre: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Return (indices, cosine distances) of each row's ``n_neighbors`` nearest other rows, nearest first.
+
+    Both arrays have shape (n_rows, n_neighbors). With ``centre`` the
+    embeddings are mean-centred first. The search is an exact brute force in
+    float32 chunks with torch that keeps two spare neighbours. Their
+    distances are then recomputed in float64 and re-sorted, so they match
+    sklearn's ``pairwise_distances(metric="cosine")`` on float64 input to
+    rounding error. The score stage (uniqueness) and the embed stage (the
+    UMAP neighbour graph) share this search.
+    """
+    vectors = np.asarray(embeddings, dtype=np.float64)
+    if centre:
+        vectors = vectors - vectors.mean(axis=0, keepdims=True)
+    # All-zero columns (ReLU units that never fire, or constant ones after
+    # centring) add nothing to any dot product; dropping them shortens the search.
+    vectors = vectors[:, np.any(vectors != 0, axis=0)]
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
     # sklearn treats a zero vector as having cosine distance 1 to everything.
-    unit64 = np.divide(centred, norms, out=np.zeros_like(centred), where=norms > 0)
+    unit64 = np.divide(vectors, norms, out=np.zeros_like(vectors), where=norms > 0)
     unit32 = torch.from_numpy(unit64.astype(np.float32))
 
     n_rows = len(unit64)
@@ -154,7 +168,8 @@ def neighbour_cosine_distances(embeddings: np.ndarray, n_neighbors: int) -> np.n
 
     exact = 1.0 - np.einsum("ij,ikj->ik", unit64, unit64[found])
     exact = np.maximum(exact, 0.0)
-    return np.sort(exact, axis=1)[:, :n_neighbors]
+    order = np.argsort(exact, axis=1, kind="stable")[:, :n_neighbors]
+    return np.take_along_axis(found, order, axis=1), np.take_along_axis(exact, order, axis=1)
 
 
 def _grouped_topk(similarity: torch.Tensor, k: int) -> torch.Tensor:
