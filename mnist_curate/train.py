@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from mnist_curate.config import Config, TrainConfig
-from mnist_curate.model import LeNet5, images_to_tensor, predict
+from mnist_curate.model import LeNet5, images_to_tensor, predict, to_channels_last
 from mnist_curate.pipeline import StageContext
 from mnist_curate.ui import Reporter
 from mnist_curate.workspace import atomic_write_json, save_npy
@@ -62,7 +62,7 @@ def fit(inputs: torch.Tensor, targets: torch.Tensor, settings: TrainConfig, *, e
         eval_targets: np.ndarray | None = None) -> FitResult:
     """Train a fresh LeNet-5 with Adam and a one-cycle learning-rate schedule."""
     torch.manual_seed(seed)
-    model = LeNet5().to(inputs.device)
+    model = to_channels_last(LeNet5().to(inputs.device))
     optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
     steps_per_epoch = -(-len(inputs) // settings.batch_size)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=settings.lr,
