@@ -1,6 +1,7 @@
 """The decision file: parsing, every kind of bad file, round trips and merges."""
 
 import time
+from pathlib import Path
 
 import pytest
 
@@ -306,3 +307,20 @@ def test_merge_then_write_and_read_loses_no_human_decision(tmp_path):
     assert len(merged) == 100
     assert len(result.kept) == 25
     assert len(result.added) == 50
+
+
+def test_example_file_matches_mnist(mnist_dir):
+    from mnist_curate.config import Config
+    from mnist_curate.data import load_mnist
+
+    decisions = read_decisions(Path(__file__).resolve().parents[1] / "examples" / "decisions.yaml")
+    config = Config()
+    config.data.dir = str(mnist_dir)
+    data = load_mnist(config.data, seed=0)
+    for sample_id, decision in decisions.items():
+        split, index = sample_id.split("-")
+        given = str(int(data.split(split).labels[int(index)]))
+        if "keep" in decision.note or "still" in decision.note:
+            assert decision.label == given, sample_id
+        elif decision.label != "IDK":
+            assert decision.label != given, f"{sample_id} is a correction, so its label must differ"
