@@ -1,8 +1,8 @@
 """`mnist-curate all`: every stage in order, each cached, from MNIST to the exported dataset.
 
-The decisions step sits between the stages that find candidates and relabel:
-with a decision file (the reviewed one kept in git) it is used as it is and
-never written; without one, the candidates are accepted as IDK by merging
+The decisions step sits between the stages that find candidates and relabel.
+A given decision file (the reviewed one kept in git) is used as it is and
+never written. Without one, the candidates are accepted as IDK by merging
 "rule" decisions into ``WORKSPACE/decisions.yaml``, which never overrides a
 human decision already there.
 """

@@ -235,8 +235,8 @@ def export(
 ) -> None:
     """Export the curated dataset: DIR/{train,test}/{0..9,IDK}/<sample_id>.png, manifest.csv and a dataset card.
 
-    Built in a hidden sibling folder and moved into place when complete; a non-empty DIR is rejected
-    unless --overwrite (or it is this workspace's own unchanged export).
+    The export is built in a hidden sibling folder and moved into place when complete. A non-empty DIR
+    is rejected unless --overwrite is given or it is this workspace's own unchanged export.
 
     Example: [bold]mnist-curate export --out curated-mnist[/bold]
     """

@@ -12,11 +12,11 @@ This is the layout that torchvision's ``ImageFolder`` (per split), FiftyOne's
 
 The folder is built in a hidden sibling (``.DIR.tmp-<pid>``) and renamed into
 place only when complete, so an interrupted export never leaves a folder that
-looks complete, and with ``--overwrite`` the old folder is swapped out only
-after the new one is ready. The workspace keeps a copy of ``manifest.csv`` and
-``README.md`` in ``WORKSPACE/export/``; the stage counts as corrupt (and is
-redone by the next run) when the export folder is gone, its manifest changed or
-a class folder lost or gained files.
+looks complete. With ``--overwrite`` the old folder is swapped out only after
+the new one is ready. The workspace keeps a copy of ``manifest.csv`` and
+``README.md`` in ``WORKSPACE/export/``. The stage counts as corrupt, so the
+next run exports again, when the export folder is gone, its manifest changed
+or a class folder lost or gained files.
 """
 
 from __future__ import annotations

@@ -109,7 +109,7 @@ class RelabelResult:
 
 
 def apply_decisions(data: MnistData, decisions: dict[str, Decision]) -> RelabelResult:
-    """Compute curated labels: the given label unless a decision says IDK or another digit."""
+    """Compute curated labels: the given label unless a decision sets IDK or another digit."""
     sample_ids = np.concatenate([data.train.sample_ids, data.test.sample_ids])
     splits = np.array(["train"] * len(data.train) + ["test"] * len(data.test))
     labels = np.concatenate([data.train.labels, data.test.labels]).astype(np.int64)

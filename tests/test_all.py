@@ -114,7 +114,7 @@ def test_all_with_decision_file_uses_it_as_is(runner, workspace_copy, mnist_dir,
     assert sorted(p.stem for p in out.glob("*/IDK/*.png")) == sorted(relabel_ids)
 
 
-def test_all_bad_decision_file_exits_2_before_any_stage(runner, workspace_copy, mnist_dir, tmp_path):
+def test_all_bad_decisions_exit_2_early(runner, workspace_copy, mnist_dir, tmp_path):
     decisions = tmp_path / "reviewed.yaml"
     decisions.write_text("version: 1\ndecisions:\n  - {sample_id: test-10000, label: IDK}\n")
     result = invoke(runner, "all", "-w", workspace_copy, "--data-dir", mnist_dir, "--decisions", decisions,
@@ -125,7 +125,7 @@ def test_all_bad_decision_file_exits_2_before_any_stage(runner, workspace_copy, 
     assert sorted(p.name for p in (workspace_copy / "stages").iterdir()) == ["train.json"]
 
 
-def test_all_non_empty_out_exits_2_before_any_stage(runner, workspace_copy, mnist_dir, tmp_path):
+def test_all_non_empty_out_exits_2_early(runner, workspace_copy, mnist_dir, tmp_path):
     out = tmp_path / "taken"
     out.mkdir()
     (out / "notes.txt").write_text("mine")
