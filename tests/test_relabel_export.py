@@ -14,31 +14,14 @@ from PIL import Image
 from conftest import invoke
 from mnist_curate.config import config_from_dict
 from mnist_curate.data import load_mnist
-from mnist_curate.pipeline import STAGES, run_stage
 from mnist_curate.relabel import CLASS_NAMES, IDK_CLASS
-from mnist_curate.ui import Reporter
-from mnist_curate.workspace import Workspace
 
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def scored_workspace(trained_workspace, tmp_path_factory) -> Path:
-    """The trained subset workspace with every stage before relabel done (copy it before changing it)."""
-    workspace = tmp_path_factory.mktemp("scored") / "ws"
-    shutil.copytree(trained_workspace, workspace, ignore=shutil.ignore_patterns(".lock"))
-    ws = Workspace(workspace)
-    config = config_from_dict(yaml.safe_load((workspace / "config.yaml").read_text()))
-    with ws.locked("test setup"):
-        for name in STAGES:
-            if name in ("relabel", "export"):
-                break
-            run_stage(name, config=config, workspace=ws, reporter=Reporter(quiet=True))
-    return workspace
-
-
 @pytest.fixture()
 def workspace(scored_workspace, tmp_path) -> Path:
+    """A private copy of the subset workspace where every stage before relabel is done."""
     copy = tmp_path / "ws"
     shutil.copytree(scored_workspace, copy, ignore=shutil.ignore_patterns(".lock"))
     return copy
@@ -225,7 +208,12 @@ def test_export_manifest_has_labels_decisions_and_scores(runner, relabelled, tmp
     assert len(decided) == 11
     assert {row["decision_source"] for row in decided} == {"review"}
     assert sum(row["curated_label"] == "IDK" for row in manifest) == 6
-    assert all(0.0 <= float(row["hardness"]) <= 1.0 for row in manifest if row["hardness"])
+    hardness = [float(row["hardness"]) for row in manifest]
+    assert min(hardness) >= 0.0
+    assert max(hardness) <= np.log(10) + 1e-5, "entropy over 10 classes is at most ln(10)"
+    mistakenness = [float(row["mistakenness"]) for row in manifest]
+    assert 0.0 <= min(mistakenness) <= max(mistakenness) <= 1.0
+    assert {row["candidate"] for row in manifest} <= {"0", "1"}
 
 
 def test_export_card_counts_match_manifest(runner, relabelled, tmp_path):
