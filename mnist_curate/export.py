@@ -23,10 +23,13 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import ctypes
 import io
 import multiprocessing
 import os
 import shutil
+import signal
+import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -48,6 +51,7 @@ CARD = "README.md"
 # Images per task sent to a worker: large enough that pickling and task
 # overhead stay small, small enough that both workers finish together.
 CHUNK_SIZE = 2000
+PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 SCORE_COLUMNS = ("hardness", "mistakenness", "uniqueness", "representativeness", "margin", "self_confidence")
 
 
@@ -232,9 +236,25 @@ def write_pngs(root: Path, relative_paths: list[str], images: np.ndarray, *, com
             return
         # spawn, not fork: forking a process that runs torch's threads can deadlock.
         context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=n_workers, mp_context=context) as pool:
+        with ProcessPoolExecutor(max_workers=n_workers, mp_context=context, initializer=_exit_with_parent,
+                                 initargs=(os.getpid(),)) as pool:
             for n_written in pool.map(_write_png_chunk, *zip(*chunks)):
                 progress.advance(task, n_written)
+
+
+def _exit_with_parent(parent_pid: int) -> None:
+    """Have Linux kill this worker when the exporting process dies, so that kill -9 leaves no idle workers.
+
+    Without it, workers of a killed export wait on their task queue forever.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    # The parent may have died before prctl took effect.
+    if os.getppid() != parent_pid:
+        os._exit(1)
 
 
 def _write_png_chunk(root: str, relative_paths: list[str], images: np.ndarray, compress_level: int) -> int:
