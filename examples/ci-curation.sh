@@ -6,6 +6,8 @@
 #   examples/ci-curation.sh                       # full MNIST, default config
 #   examples/ci-curation.sh --limit 2000 --epochs 1   # extra options go to `mnist-curate all`
 #
+# Relative paths are taken from the repository root, where the script runs.
+#
 # Environment (all optional):
 #   MNIST_CURATE_DATA_DIR  folder with the four MNIST files (default ../shared/data/mnist)
 #   DECISIONS              the reviewed decision file (default examples/decisions.yaml)
@@ -14,6 +16,7 @@
 #   MNIST_CURATE           how to call the CLI (default mnist-curate)
 #   PYTHON                 Python with mnist_curate installed, for the checks (default python3)
 set -euo pipefail
+cd "$(dirname "$0")/.."
 
 export MNIST_CURATE_DATA_DIR="${MNIST_CURATE_DATA_DIR:-../shared/data/mnist}"
 export FIFTYONE_DO_NOT_TRACK=true
