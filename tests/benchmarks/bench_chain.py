@@ -2,11 +2,11 @@
 
 Parts (``--parts``, all by default):
 
-* ``chain``: in a fresh workspace, a cold ``mnist-curate all`` (wall time and
-  peak RSS of the process tree per stage, mongod left out, training
-  samples/s), a warm ``all`` with everything cached, and ``all`` after one
-  candidate threshold changed (``--knob``), which reruns only what depends
-  on it. Each is a separate ``mnist-curate`` process, as a user runs it.
+* ``chain``: three ``mnist-curate all`` runs in a fresh workspace. The cold
+  run reports wall time and peak RSS of the process tree per stage (mongod
+  left out) and training samples/s. The warm run has everything cached.
+  The third runs after one candidate threshold changed (``--knob``), so it
+  reruns only what depends on it. Each is a separate process, as a user runs it.
 * ``scores``: our four Brain scores against ``fiftyone.brain`` on the first
   ``--brain-subset`` training rows of the cold run's arrays (see
   ``bench_scores.py``), plus ours on every row.
