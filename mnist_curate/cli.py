@@ -170,6 +170,65 @@ def train(
 
 @app.command()
 @command_boundary
+def embed(
+    workspace: WorkspaceOption = Path(DEFAULT_WORKSPACE),
+    config_file: ConfigOption = None,
+    data_dir: DataDirOption = None,
+    umap_n_neighbors: Annotated[Optional[int], typer.Option(
+        help="UMAP neighbourhood size. (config: embed.umap_n_neighbors)")] = None,
+    umap_min_dist: Annotated[Optional[float], typer.Option(
+        help="UMAP minimum distance between map points. (config: embed.umap_min_dist)")] = None,
+    device: DeviceOption = None,
+    force: ForceOption = False,
+    verbose: VerboseOption = False,
+    quiet: QuietOption = False,
+) -> None:
+    """Embed every sample with the final model and draw PCA and UMAP maps of both splits.
+
+    Writes embeddings, logits, out-of-fold logits, predictions and the 2-D maps
+    as .npy arrays aligned with sample_ids.npy, plus pca.png and umap.png.
+
+    Example: [bold]mnist-curate embed -w my-workspace[/bold]
+    """
+    overrides = {"data.dir": str(data_dir) if data_dir else None, "device": device,
+                 "embed.umap_n_neighbors": umap_n_neighbors, "embed.umap_min_dist": umap_min_dist}
+    _run_stages(["embed"], workspace=workspace, config_file=config_file, overrides=overrides, force=force,
+                verbose=verbose, quiet=quiet)
+
+
+@app.command()
+@command_boundary
+def score(
+    workspace: WorkspaceOption = Path(DEFAULT_WORKSPACE),
+    config_file: ConfigOption = None,
+    data_dir: DataDirOption = None,
+    top: Annotated[int, typer.Option(
+        "--top", min=0, help="Print a table of the N most suspicious candidates (0 prints none).")] = 0,
+    force: ForceOption = False,
+    verbose: VerboseOption = False,
+    quiet: QuietOption = False,
+) -> None:
+    """Score every sample and pick IDK candidates with the reasons each was flagged.
+
+    Computes hardness, mistakenness, uniqueness and representativeness (FiftyOne
+    Brain's definitions), margin, self-confidence and cleanlab label issues, then
+    applies the candidate rules (config: candidates) and writes scores.csv,
+    candidates.csv, histograms.png and montage.png. Changing only a rule
+    threshold reruns only the candidate step.
+
+    Example: [bold]mnist-curate score --top 20[/bold]
+    """
+    from mnist_curate.candidates import print_top_candidates
+
+    overrides = {"data.dir": str(data_dir) if data_dir else None}
+    _run_stages(["score", "candidates"], workspace=workspace, config_file=config_file, overrides=overrides,
+                force=force, verbose=verbose, quiet=quiet)
+    if top:
+        print_top_candidates(Workspace(workspace), top, Reporter())
+
+
+@app.command()
+@command_boundary
 def status(
     workspace: WorkspaceOption = Path(DEFAULT_WORKSPACE),
     config_file: ConfigOption = None,

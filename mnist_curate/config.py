@@ -59,6 +59,43 @@ class TrainConfig:
     eval_batch_size: int = _knob(2048, "Batch size for inference.", min=1, max=65_536)
 
 
+UMAP_METRICS = ("euclidean", "cosine", "manhattan", "correlation")
+LABEL_ISSUE_FILTERS = ("prune_by_noise_rate", "prune_by_class", "both", "confident_learning",
+                       "predicted_neq_given", "low_normalized_margin", "low_self_confidence")
+
+
+@dataclass
+class EmbedConfig:
+    umap_n_neighbors: int = _knob(
+        15, "UMAP neighbourhood size: larger values keep more of the global layout.", min=2, max=200)
+    umap_min_dist: float = _knob(
+        0.1, "UMAP minimum distance between points in the map: smaller packs clusters tighter.", min=0.0, max=1.0)
+    umap_metric: str = _knob(
+        "cosine", "Distance between embeddings that UMAP preserves.", choices=UMAP_METRICS)
+
+
+@dataclass
+class ScoreConfig:
+    representativeness_clusters: int = _knob(
+        20, "KMeans clusters per split for representativeness (FiftyOne Brain uses 20).", min=2, max=1000)
+    label_issue_filter_by: str = _knob(
+        "prune_by_noise_rate", "cleanlab find_label_issues filter_by method for the label_issue flag.",
+        choices=LABEL_ISSUE_FILTERS)
+
+
+@dataclass
+class CandidatesConfig:
+    top_mistakenness: float = _knob(
+        0.003, "Rule mistaken: the top fraction of each split by mistakenness, when also misclassified.",
+        min=0.0, max=1.0)
+    top_hardness: float = _knob(
+        0.003, "Rule hard: the top fraction of each split by hardness, when also misclassified.", min=0.0, max=1.0)
+    top_uniqueness: float = _knob(
+        0.001, "Rule outlier: the top fraction of each split by uniqueness.", min=0.0, max=1.0)
+    label_issues: bool = _knob(True, "Rule label_issue: flag cleanlab's confident-learning label issues.")
+    montage_size: int = _knob(100, "Top candidates shown in montage.png, by suspicion.", min=1, max=2000)
+
+
 @dataclass
 class Config:
     seed: int = _knob(0, "Seed for subsets, fold assignment, weight init, shuffling, UMAP and KMeans.", min=0, max=2**32 - 1)
@@ -66,6 +103,9 @@ class Config:
     num_threads: int = _knob(0, "CPU threads for torch. 0 keeps torch's default (one per core).", min=0, max=1024)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    embed: EmbedConfig = field(default_factory=EmbedConfig)
+    score: ScoreConfig = field(default_factory=ScoreConfig)
+    candidates: CandidatesConfig = field(default_factory=CandidatesConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
+import shutil
 import time
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -66,6 +67,30 @@ STAGES: dict[str, Stage] = {
             runner="mnist_curate.train:run_train",
             key_figures=("test_accuracy", "oof_accuracy", "samples_per_s"),
             inputs="mnist_curate.pipeline:data_inputs",
+        ),
+        Stage(
+            name="embed",
+            summary="84-d embeddings, logits and joint PCA/UMAP maps of both splits from the final model",
+            upstream=("train",),
+            config_keys=("embed",),
+            runner="mnist_curate.embed:run_embed",
+            key_figures=("n_samples", "n_misclassified"),
+        ),
+        Stage(
+            name="score",
+            summary="hardness, mistakenness, uniqueness, representativeness, margin and label issues",
+            upstream=("embed",),
+            config_keys=("score",),
+            runner="mnist_curate.scores:run_score",
+            key_figures=("n_label_issues", "seconds_metrics"),
+        ),
+        Stage(
+            name="candidates",
+            summary="IDK candidates picked by the rules, ranked by suspicion",
+            upstream=("score",),
+            config_keys=("candidates",),
+            runner="mnist_curate.candidates:run_candidates",
+            key_figures=("n_candidates", "n_candidates_train", "n_candidates_test"),
         ),
     )
 }
@@ -247,7 +272,12 @@ def run_stage(name: str, *, config: Config, workspace: Workspace, reporter: Repo
     started_at = now_iso()
     stage_started = time.perf_counter()
     context = StageContext(stage, config, workspace, out_dir, reporter, options)
-    figures = stage.load_runner()(context)
+    try:
+        figures = stage.load_runner()(context)
+    except BaseException:
+        # A failed or interrupted stage leaves nothing behind; after kill -9 the next run cleans up.
+        shutil.rmtree(out_dir, ignore_errors=True)
+        raise
     duration = time.perf_counter() - stage_started
 
     record = StageRecord(stage=name, key=state.key, version=__version__, started_at=started_at,

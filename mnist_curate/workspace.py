@@ -345,6 +345,5 @@ class CorruptRecordError(CurateError):
 
 
 def command_line() -> str:
-    """Return the command that started this process, as typed (for the lock holder)."""
-    name = Path(sys.argv[0]).name
-    return " ".join([name, *sys.argv[1:]])
+    """Return this process's command line as `mnist-curate ...` (also under `python -m`), for the lock holder."""
+    return " ".join(["mnist-curate", *sys.argv[1:]])

@@ -56,3 +56,22 @@ def workspace_copy(trained_workspace, tmp_path) -> Path:
     copy = tmp_path / "ws"
     shutil.copytree(trained_workspace, copy, ignore=shutil.ignore_patterns(".lock"))
     return copy
+
+
+@pytest.fixture(scope="session")
+def scored_workspace(tmp_path_factory, trained_workspace) -> Path:
+    """A copy of the trained workspace where embed and score have run (shared: copy it before changing it)."""
+    workspace = tmp_path_factory.mktemp("scored") / "ws"
+    shutil.copytree(trained_workspace, workspace, ignore=shutil.ignore_patterns(".lock"))
+    for command in ("embed", "score"):
+        result = invoke(CliRunner(), command, "-w", workspace)
+        assert result.exit_code == 0, result.output
+    return workspace
+
+
+@pytest.fixture()
+def scored_copy(scored_workspace, tmp_path) -> Path:
+    """A private copy of the scored workspace."""
+    copy = tmp_path / "scored"
+    shutil.copytree(scored_workspace, copy, ignore=shutil.ignore_patterns(".lock"))
+    return copy
