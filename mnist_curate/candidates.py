@@ -183,11 +183,12 @@ def print_top_candidates(workspace: Workspace, n_top: int, reporter: Reporter) -
     """Print a table of the n_top most suspicious candidates from candidates.csv."""
     import pandas as pd
     from rich import box
+    from rich.console import Console
     from rich.table import Table
 
     frame = pd.read_csv(workspace.stage_dir("candidates") / "candidates.csv", keep_default_na=False).head(n_top)
     table = Table(title=f"top {len(frame)} IDK candidates by suspicion", box=box.SIMPLE_HEAD, pad_edge=False)
-    # Short headers keep the table within 80 columns when stderr is not a terminal.
+    # Short headers keep the table narrow.
     headers = {"sample_id": "sample_id", "label": "label", "prediction": "pred", "suspicion": "susp",
                "mistakenness": "mistak", "hardness": "hard", "uniqueness": "uniq", "representativeness": "repr",
                "reasons": "reasons"}
@@ -196,6 +197,13 @@ def print_top_candidates(workspace: Workspace, n_top: int, reporter: Reporter) -
         justify = "left" if column in ("sample_id", "reasons") else "right"
         table.add_column(header, justify=justify, no_wrap=column != "reasons")
     for rank, row in enumerate(frame.to_dict("records"), start=1):
-        values = [f"{row[c]:.2f}" if isinstance(row[c], float) else str(row[c]) for c in headers]
+        values = [str(row[c]) if c in ("sample_id", "label", "prediction", "reasons") else f"{float(row[c]):.2f}"
+                  for c in headers]
+        # Spaces let the reasons wrap inside their column.
+        values[-1] = values[-1].replace(REASON_SEPARATOR, " ")
         table.add_row(str(rank), *values)
-    reporter.console.print(table)
+    console = reporter.console
+    if not console.is_terminal:
+        # Without a terminal (logs, pipes) rich assumes 80 columns, too few for the reasons.
+        console = Console(file=console.file, width=max(console.width, 120), highlight=False)
+    console.print(table)

@@ -90,20 +90,24 @@ def _reporter(verbose: bool, quiet: bool) -> Reporter:
 
 
 def _run_stages(names: list[str], *, workspace: Path, config_file: Path | None, overrides: dict[str, Any],
-                force: bool, verbose: bool, quiet: bool, options: dict[str, Any] | None = None) -> None:
+                force: bool, verbose: bool, quiet: bool, options: dict[str, Any] | None = None) -> list:
+    """Run stages in order under the workspace lock; return their StageOutcome list."""
     from mnist_curate.pipeline import check_can_run, run_stage
 
     reporter = _reporter(verbose, quiet)
     ws = Workspace(workspace)
     config = resolve_config(ws, config_file, overrides)
     check_can_run(names, config=config, workspace=ws)
+    outcomes = []
     with ws.locked(command_line()) as lock:
         if lock.recovered_from:
             reporter.warn(f"recovered a stale workspace lock left by {lock.recovered_from.describe()}")
         for name in names:
-            run_stage(name, config=config, workspace=ws, reporter=reporter, force=force, options=options)
+            outcomes.append(run_stage(name, config=config, workspace=ws, reporter=reporter, force=force,
+                                      options=options))
             # Saved once a stage is current under it, so a failed first stage leaves the old config.
             save_config(ws, config)
+    return outcomes
 
 
 def command_boundary(function: Callable[..., None]) -> Callable[..., None]:
@@ -166,6 +170,132 @@ def train(
         "train.batch_size": batch_size, "train.lr": lr}
     _run_stages(["train"], workspace=workspace, config_file=config_file, overrides=overrides, force=force,
                 verbose=verbose, quiet=quiet)
+
+
+DecisionsOption = Annotated[Optional[Path], typer.Option(
+    "--decisions", help="Decision file (YAML, or CSV by its .csv suffix) with the curated label of each "
+                        "reviewed sample; see README, 'The decision file'.")]
+OutOption = Annotated[Optional[Path], typer.Option(
+    "--out", "-o", help="Export folder; null in the config means WORKSPACE/curated-mnist. (config: export.dir)")]
+OverwriteOption = Annotated[bool, typer.Option(
+    "--overwrite", help="Replace a non-empty export folder (swapped out only once the new export is complete).")]
+
+
+def _out_override(out: Path | None) -> dict[str, Any]:
+    # Saved absolute, so that later commands from another folder find the same export.
+    return {"export.dir": str(out.expanduser().absolute()) if out else None}
+
+
+@app.command()
+@command_boundary
+def relabel(
+    workspace: WorkspaceOption = Path(DEFAULT_WORKSPACE),
+    config_file: ConfigOption = None,
+    decisions: DecisionsOption = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the summary without writing anything.")] = False,
+    data_dir: DataDirOption = None,
+    force: ForceOption = False,
+    verbose: VerboseOption = False,
+    quiet: QuietOption = False,
+) -> None:
+    """Apply a decision file: the curated labels (IDK or a corrected digit) go to the workspace.
+
+    The original labels are never changed. Without --decisions, WORKSPACE/decisions.yaml is used.
+
+    Example: [bold]mnist-curate relabel --decisions decisions.yaml --dry-run[/bold]
+    """
+    from mnist_curate.relabel import choose_decisions, dry_run_relabel, summary_line, summary_table
+
+    ws = Workspace(workspace)
+    options = {"decisions": str(choose_decisions(ws, decisions))}
+    overrides = _data_overrides(data_dir, None, None, None)
+    if dry_run:
+        reporter = _reporter(verbose, quiet)
+        figures = dry_run_relabel(resolve_config(ws, config_file, overrides), ws, options, reporter)
+        title = "relabel --dry-run: nothing written"
+    else:
+        (outcome,) = _run_stages(["relabel"], workspace=workspace, config_file=config_file, overrides=overrides,
+                                 force=force, verbose=verbose, quiet=quiet, options=options)
+        reporter, figures, title = _reporter(verbose, quiet), outcome.record.figures, "relabel"
+    reporter.print(summary_table(figures["splits"], title=title))
+    reporter.print(summary_line(figures))
+
+
+@app.command()
+@command_boundary
+def export(
+    workspace: WorkspaceOption = Path(DEFAULT_WORKSPACE),
+    config_file: ConfigOption = None,
+    out: OutOption = None,
+    overwrite: OverwriteOption = False,
+    data_dir: DataDirOption = None,
+    force: ForceOption = False,
+    verbose: VerboseOption = False,
+    quiet: QuietOption = False,
+) -> None:
+    """Export the curated dataset: DIR/{train,test}/{0..9,IDK}/<sample_id>.png, manifest.csv and a dataset card.
+
+    The export is built in a hidden sibling folder and moved into place when complete. A non-empty DIR
+    is rejected unless --overwrite is given or it is this workspace's own unchanged export.
+
+    Example: [bold]mnist-curate export --out curated-mnist[/bold]
+    """
+    from mnist_curate.export import export_summary
+
+    overrides = _data_overrides(data_dir, None, None, None) | _out_override(out)
+    (outcome,) = _run_stages(["export"], workspace=workspace, config_file=config_file, overrides=overrides,
+                             force=force, verbose=verbose, quiet=quiet, options={"overwrite": overwrite})
+    _reporter(verbose, quiet).print(export_summary(outcome.record.figures))
+
+
+@app.command(name="all")
+@command_boundary
+def all_stages(
+    workspace: WorkspaceOption = Path(DEFAULT_WORKSPACE),
+    config_file: ConfigOption = None,
+    decisions: DecisionsOption = None,
+    out: OutOption = None,
+    overwrite: OverwriteOption = False,
+    data_dir: DataDirOption = None,
+    limit: LimitOption = None,
+    epochs: Annotated[Optional[int], typer.Option(help="Epochs of the final model. (config: train.epochs)")] = None,
+    fold_epochs: Annotated[Optional[int], typer.Option(
+        help="Epochs of each out-of-fold model. (config: train.fold_epochs)")] = None,
+    folds: Annotated[Optional[int], typer.Option(
+        help="Out-of-fold models (0 turns them off). (config: train.folds)")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="Batch size. (config: train.batch_size)")] = None,
+    lr: Annotated[Optional[float], typer.Option(help="Peak learning rate. (config: train.lr)")] = None,
+    seed: SeedOption = None,
+    device: DeviceOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout.")] = False,
+    force: ForceOption = False,
+    verbose: VerboseOption = False,
+    quiet: QuietOption = False,
+) -> None:
+    """Run the whole chain: train, embed, score, decisions, relabel, export; each stage is cached.
+
+    With --decisions the reviewed file (e.g. kept in git) is used as it is. Without it, every candidate
+    is accepted as IDK into WORKSPACE/decisions.yaml, keeping any human decision already there.
+
+    Example: [bold]mnist-curate all --decisions decisions.yaml --out curated-mnist --json[/bold]
+    """
+    from mnist_curate.chain import run_all, summary, summary_lines, timing_table
+
+    reporter = _reporter(verbose, quiet)
+    ws = Workspace(workspace)
+    overrides = _data_overrides(data_dir, limit, seed, device) | _out_override(out) | {
+        "train.epochs": epochs, "train.fold_epochs": fold_epochs, "train.folds": folds,
+        "train.batch_size": batch_size, "train.lr": lr}
+    config = resolve_config(ws, config_file, overrides)
+    result = run_all(config=config, workspace=ws, reporter=reporter, decisions_path=decisions,
+                     overwrite=overwrite, force=force, after_stage=lambda: save_config(ws, config))
+
+    report = summary(result, ws)
+    reporter.print(timing_table(result))
+    for line in summary_lines(report):
+        reporter.print(line)
+    if as_json:
+        sys.stdout.write(json.dumps(report, indent=2) + "\n")
 
 
 @app.command()

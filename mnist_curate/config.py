@@ -105,6 +105,17 @@ class ReviewConfig:
 
 
 @dataclass
+class ExportConfig:
+    dir: Optional[str] = _knob(
+        None, "Folder the curated dataset is exported to. Null means WORKSPACE/curated-mnist.")
+    png_compress_level: int = _knob(
+        6, "zlib level of the PNG files (0 = none, 9 = smallest); pixels are lossless at every level.", min=0, max=9)
+    workers: int = _knob(
+        0, "Processes that encode the PNG files. 0 uses one per CPU core; 1 encodes in the main process.",
+        min=0, max=256)
+
+
+@dataclass
 class Config:
     seed: int = _knob(0, "Seed for subsets, fold assignment, weight init, shuffling, UMAP and KMeans.", min=0, max=2**32 - 1)
     device: str = _knob("auto", "auto (CUDA, then Apple MPS, then CPU), cpu, cuda, cuda:N or mps.")
@@ -115,6 +126,7 @@ class Config:
     score: ScoreConfig = field(default_factory=ScoreConfig)
     candidates: CandidatesConfig = field(default_factory=CandidatesConfig)
     review: ReviewConfig = field(default_factory=ReviewConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -40,6 +40,10 @@ class Stage:
     # "module:function(config, workspace, options) -> dict" for inputs that are
     # not config values, such as file digests.
     inputs: str | None = None
+    # "module:function(workspace, record) -> str | None" that checks results
+    # kept outside the workspace (the export folder); a returned problem
+    # makes the stage corrupt, so the next run recomputes it.
+    verify: str | None = None
 
     def load_runner(self) -> Callable[["StageContext"], dict[str, Any]]:
         return _load(self.runner)
@@ -91,6 +95,27 @@ STAGES: dict[str, Stage] = {
             config_keys=("candidates",),
             runner="mnist_curate.candidates:run_candidates",
             key_figures=("n_candidates", "n_candidates_train", "n_candidates_test"),
+        ),
+        # Curated labels depend only on the data and the decision file, not on
+        # the model, so relabel reads no other stage.
+        Stage(
+            name="relabel",
+            summary="the decision file applied to the given labels",
+            upstream=(),
+            config_keys=("seed", "data.limit"),
+            runner="mnist_curate.relabel:run_relabel",
+            key_figures=("n_applied", "n_idk", "n_ignored"),
+            inputs="mnist_curate.relabel:relabel_inputs",
+        ),
+        Stage(
+            name="export",
+            summary="PNG folder tree per split and curated class, manifest.csv and dataset card",
+            upstream=("relabel", "candidates"),
+            config_keys=("seed", "data.limit", "export.png_compress_level"),
+            runner="mnist_curate.export:run_export",
+            key_figures=("out", "n_files"),
+            inputs="mnist_curate.export:export_inputs",
+            verify="mnist_curate.export:verify_export",
         ),
     )
 }
@@ -175,6 +200,8 @@ def _state_of(stage: Stage, key: str, material: dict[str, Any], workspace: Works
         return StageState(stage.name, "stale", key, material, record, _changes(record.inputs, material))
     if verify:
         problem = workspace.verify_outputs(record)
+        if not problem and stage.verify:
+            problem = _load(stage.verify)(workspace, record)
         if problem:
             return StageState(stage.name, "corrupt", key, material, record, problem)
     return StageState(stage.name, "done", key, material, record)

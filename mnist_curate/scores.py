@@ -36,12 +36,13 @@ SCORE_NAMES = ("hardness", "mistakenness", "uniqueness", "representativeness", "
 BRAIN_UNIQUENESS_WEIGHTS = (0.6, 0.3, 0.1)
 BRAIN_KMEANS_SEED = 1234
 KNN_CHUNK_ROWS = 1024
+KNN_GROUP_COLUMNS = 64
 
 
 # Scores from logits ---------------------------------------------------------------
 
 def hardness(logits: np.ndarray) -> np.ndarray:
-    """Entropy (natural log) of softmax(logits) per row: high means the model is unsure.
+    """Return the entropy (natural log) of softmax(logits) per row. High means the model is unsure.
 
     Same formula as fiftyone-brain 0.25 ``hardness.py``
     (``scipy.stats.entropy(scipy.special.softmax(logits))``). Ranges from 0
@@ -56,7 +57,7 @@ def hardness(logits: np.ndarray) -> np.ndarray:
 
 
 def mistakenness(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """Chance that the given label is wrong, from the prediction and its certainty: high means likely wrong.
+    """Rate how likely the given label is wrong, from the prediction and its certainty. High means likely wrong.
 
     fiftyone-brain 0.25 ``mistakenness.py`` (classification, ``use_logits=True``):
     ``(m * exp(-hardness) + 1) / 2`` with m = +1 when argmax(logits) differs
@@ -70,7 +71,7 @@ def mistakenness(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
 
 
 def margin(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """Logit of the given label minus the largest other logit: negative means another class wins.
+    """Return the logit of the given label minus the largest other logit. Negative means another class wins.
 
     Not a Brain metric. A large negative margin is a confident disagreement
     with the label; a margin near 0 is a sample between two classes.
@@ -84,7 +85,7 @@ def margin(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
 
 
 def self_confidence(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """Softmax probability of the given label (cleanlab's self-confidence): low means the label looks wrong."""
+    """Return the softmax probability of the given label (cleanlab's self-confidence). Low means the label looks wrong."""
     return softmax(logits)[np.arange(len(labels)), labels]
 
 
@@ -116,9 +117,9 @@ def neighbour_cosine_distances(embeddings: np.ndarray, n_neighbors: int) -> np.n
     """Return the cosine distances to each row's ``n_neighbors`` nearest other rows, ascending.
 
     Embeddings are mean-centred first, as fiftyone-brain 0.25 does. The search
-    is an exact brute force in float32 chunks with torch, keeping two spare
-    neighbours; the kept distances are then recomputed in float64, so they
-    match sklearn's ``pairwise_distances(metric="cosine")`` on float64 input to rounding error.
+    is an exact brute force in float32 chunks with torch that keeps two spare
+    neighbours. Their distances are then recomputed in float64, so they match
+    sklearn's ``pairwise_distances(metric="cosine")`` on float64 input to rounding error.
     """
     centred = np.asarray(embeddings, dtype=np.float64)
     # Constant columns (ReLU units that never fire) are zero after centring and
@@ -129,29 +130,49 @@ def neighbour_cosine_distances(embeddings: np.ndarray, n_neighbors: int) -> np.n
     # sklearn treats a zero vector as having cosine distance 1 to everything.
     unit64 = np.divide(centred, norms, out=np.zeros_like(centred), where=norms > 0)
     unit32 = torch.from_numpy(unit64.astype(np.float32))
-    unit32_t = unit32.T.contiguous()
 
     n_rows = len(unit64)
     n_search = min(n_neighbors + 2, n_rows - 1)
+    n_groups = -(-n_rows // KNN_GROUP_COLUMNS)
+    # Columns are padded to whole groups; padding similarities are set to -inf below.
+    columns = torch.zeros(unit32.shape[1], n_groups * KNN_GROUP_COLUMNS)
+    columns[:, :n_rows] = unit32.T
+    grouped = n_groups >= 4 * n_search
     found = np.empty((n_rows, n_search), dtype=np.int64)
     # One reused buffer: allocating a fresh (chunk, n_rows) matrix per chunk
     # costs more in page faults than the matrix product itself.
-    similarity_buffer = torch.empty(min(KNN_CHUNK_ROWS, n_rows), n_rows)
+    similarity_buffer = torch.empty(min(KNN_CHUNK_ROWS, n_rows), columns.shape[1])
     for start in range(0, n_rows, KNN_CHUNK_ROWS):
         stop = min(start + KNN_CHUNK_ROWS, n_rows)
         similarity = similarity_buffer[:stop - start]
-        torch.mm(unit32[start:stop], unit32_t, out=similarity)
+        torch.mm(unit32[start:stop], columns, out=similarity)
+        similarity[:, n_rows:] = -np.inf
         # A row is not its own neighbour.
         similarity[torch.arange(stop - start), torch.arange(start, stop)] = -np.inf
-        found[start:stop] = torch.topk(similarity, n_search, dim=1).indices.numpy()
+        found[start:stop] = (_grouped_topk(similarity, n_search) if grouped
+                             else torch.topk(similarity, n_search, dim=1).indices).numpy()
 
     exact = 1.0 - np.einsum("ij,ikj->ik", unit64, unit64[found])
     exact = np.maximum(exact, 0.0)
     return np.sort(exact, axis=1)[:, :n_neighbors]
 
 
+def _grouped_topk(similarity: torch.Tensor, k: int) -> torch.Tensor:
+    """Return the column indices of each row's k largest values, like torch.topk but faster on wide rows.
+
+    The k largest values of a row lie in the k column groups with the largest
+    maxima, so one cheap max per group narrows the search to k groups.
+    """
+    n_rows = len(similarity)
+    group_maxima = similarity.view(n_rows, -1, KNN_GROUP_COLUMNS).amax(dim=2)
+    best_groups = torch.topk(group_maxima, k, dim=1).indices
+    candidates = (best_groups.unsqueeze(2) * KNN_GROUP_COLUMNS + torch.arange(KNN_GROUP_COLUMNS)).view(n_rows, -1)
+    best = torch.topk(torch.gather(similarity, 1, candidates), k, dim=1).indices
+    return torch.gather(candidates, 1, best)
+
+
 def uniqueness(embeddings: np.ndarray) -> np.ndarray:
-    """How far a sample lies from its nearest neighbours, scaled to (0, 1]: high means an outlier.
+    """Rate how far each sample lies from its nearest neighbours, scaled to [0, 1]. High means an outlier.
 
     fiftyone-brain 0.25 ``uniqueness.py`` with its sklearn backend: cosine
     distances on mean-centred embeddings, a weighted mean with weights
@@ -161,15 +182,15 @@ def uniqueness(embeddings: np.ndarray) -> np.ndarray:
     2nd, 3rd and 4th nearest *other* samples. We reproduce that, which makes
     a pair of near-duplicates count as unique when the pair is isolated.
 
-    NOTE: this equals Brain to float precision when Brain holds the whole
-    distance matrix (up to 15,000 samples). Above that, Brain switches to
+    NOTE: this equals Brain to float precision when Brain precomputes the
+    full distance matrix (up to 15,000 samples). Above that, Brain switches to
     Euclidean distances between unit vectors, sqrt(2 * cosine distance),
     so its numbers differ from ours, which stay exact cosine at any size.
     """
     n_weights = len(BRAIN_UNIQUENESS_WEIGHTS)
     n_rows = len(embeddings)
     if n_rows <= n_weights:
-        # Brain's answer when there are too few samples for the neighbour search.
+        # Brain returns 1 for every sample when there are too few for the neighbour search.
         return np.ones(n_rows)
     distances = neighbour_cosine_distances(embeddings, n_weights + 1)[:, 1:]
     weighted = (distances * np.asarray(BRAIN_UNIQUENESS_WEIGHTS)).mean(axis=1)
@@ -179,7 +200,7 @@ def uniqueness(embeddings: np.ndarray) -> np.ndarray:
 
 def representativeness(embeddings: np.ndarray, *, n_clusters: int, seed: int = BRAIN_KMEANS_SEED
                        ) -> tuple[np.ndarray, np.ndarray]:
-    """How close a sample is to the centre of its KMeans cluster, in [0, 1]: high means typical.
+    """Rate how close each sample is to the centre of its KMeans cluster, in [0, 1]. High means typical.
 
     Returns (representativeness, brain_representativeness). Like
     fiftyone-brain 0.25 ``representativeness.py`` (method "cluster-center"),
@@ -187,7 +208,8 @@ def representativeness(embeddings: np.ndarray, *, n_clusters: int, seed: int = B
     take each sample's Euclidean distance to its cluster centre, divided by
     the largest such distance in its cluster. Brain 0.25 returns that
     normalised distance as is, so its outliers score highest (1.0 for the
-    farthest sample of each cluster), contrary to its documentation. We
+    farthest sample of each cluster), although its own algorithm comment
+    says cluster centres should rank highest. We
     return ``1 - brain_representativeness``: 1 at a cluster centre, 0 for the
     farthest sample of each cluster.
     """
@@ -272,9 +294,8 @@ def run_score(context: StageContext) -> dict:
 def score_columns(arrays: dict[str, np.ndarray], scores: dict[str, np.ndarray],
                   label_issue_mask: np.ndarray) -> dict[str, np.ndarray]:
     """Return the per-sample table of scores.csv as named columns, in row order."""
-    columns = {name: arrays[name] for name in ("sample_ids", "splits", "labels", "predictions", "confidence")}
-    columns = {"sample_id": columns["sample_ids"], "split": columns["splits"], "label": columns["labels"],
-               "prediction": columns["predictions"], "confidence": columns["confidence"]}
+    columns = {"sample_id": arrays["sample_ids"], "split": arrays["splits"], "label": arrays["labels"],
+               "prediction": arrays["predictions"], "confidence": arrays["confidence"]}
     columns |= {name: scores[name] for name in SCORE_NAMES}
     columns["label_issue"] = label_issue_mask
     return columns

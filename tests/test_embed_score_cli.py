@@ -61,6 +61,14 @@ def test_embed_writes_map_pictures(scored_workspace):
         assert (scored_workspace / "embed" / name).stat().st_size > 10_000
 
 
+def test_embed_maps_are_repeatable(runner, scored_copy):
+    before = {name: np.load(scored_copy / "embed" / f"{name}.npy") for name in ("umap", "pca", "embeddings")}
+    result = invoke(runner, "embed", "-w", scored_copy, "--force")
+    assert result.exit_code == 0, result.output
+    for name, array in before.items():
+        assert np.array_equal(np.load(scored_copy / "embed" / f"{name}.npy"), array), name
+
+
 def test_score_arrays_match_functions(scored_workspace):
     arrays = load_embed(scored_workspace, mmap=False)
     logits = score_logits(arrays["logits"], arrays["oof_logits"])

@@ -1,4 +1,4 @@
-"""Each score on hand-made logits and embeddings whose answers are known."""
+"""Each score on hand-made logits and embeddings with known results."""
 
 import math
 
@@ -87,6 +87,20 @@ def test_neighbour_distances_match_sklearn_cosine():
     assert np.abs(scores.neighbour_cosine_distances(embeddings, 4) - expected).max() < 1e-9
 
 
+def test_grouped_neighbour_search_matches_sklearn():
+    # 3,000 rows take the grouped top-k path (at least 4 * 6 groups of 64 columns).
+    from sklearn.metrics import pairwise_distances
+
+    rng = np.random.default_rng(7)
+    embeddings = np.maximum(rng.normal(size=(3000, 12)), 0.0)
+    embeddings[:, 3] = 0.0  # a dead unit, dropped before the search
+    centred = embeddings - embeddings.mean(axis=0)
+    full = pairwise_distances(centred, metric="cosine")
+    np.fill_diagonal(full, np.inf)
+    expected = np.sort(full, axis=1)[:, :4]
+    assert np.abs(scores.neighbour_cosine_distances(embeddings, 4) - expected).max() < 1e-9
+
+
 def test_uniqueness_is_highest_for_the_isolated_sample():
     rng = np.random.default_rng(2)
     cluster = rng.normal(loc=5.0, scale=0.1, size=(50, 8))
@@ -100,10 +114,8 @@ def test_uniqueness_is_highest_for_the_isolated_sample():
 
 
 def test_uniqueness_skips_nearest_neighbour_like_brain():
-    # Points on a line at 0, 1, 3, 6 and 10 (cosine on 2-D after centring is
-    # not a line distance, so use the expected order only): an isolated pair
-    # far from everything still counts as unique because the nearest other
-    # sample is skipped.
+    # Rows 60 and 61 are a near-duplicate pair far from the rest. Each is the
+    # other's nearest neighbour, which Brain skips, so both score highest.
     rng = np.random.default_rng(3)
     angles = np.concatenate([rng.uniform(0.0, 0.3, 60), [2.0, 2.0001]])
     embeddings = np.column_stack([np.cos(angles), np.sin(angles)]) + 10.0

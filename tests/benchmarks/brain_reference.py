@@ -7,9 +7,9 @@ reads an .npz with ``logits`` (n, 10), ``labels`` (n,) and ``embeddings``
 
     python tests/benchmarks/brain_reference.py inputs.npz outputs.npz
 
-FiftyOne keeps its MongoDB data in ``FIFTYONE_DATABASE_DIR``; when that is
+FiftyOne keeps its MongoDB data in ``FIFTYONE_DATABASE_DIR``. When that is
 unset, the script points it at a fresh temporary folder before importing
-fiftyone, so it never touches ~/.fiftyone.
+fiftyone, so that it never touches ~/.fiftyone.
 """
 
 from __future__ import annotations
