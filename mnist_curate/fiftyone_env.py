@@ -38,7 +38,7 @@ MONGOD_START_TIMEOUT_S = 60.0
 MONGOD_STOP_TIMEOUT_S = 30.0
 SERVER_FILE = "mnist-curate-mongod.json"
 
-# Set by start_database when this process started the mongod that FiftyOne uses,
+# Set by fiftyone_for when this process started the mongod that FiftyOne uses,
 # so that a URI we exported is not mistaken for one that the user chose.
 _OWN_SERVER: "MongoServer | None" = None
 _DATABASE_ERROR_FIX = (f"Fix the cause above, or set {DATABASE_URI_VARIABLE} to a MongoDB 6.0+ that you run "
@@ -242,8 +242,8 @@ def free_loopback_port() -> int:
 def check_port_free(address: str, port: int) -> None:
     """Raise a clear error when another program listens on the App's port.
 
-    The bind test uses loopback only: a program that listens there or on all
-    interfaces makes the port unusable for the App on this machine either way.
+    The bind test uses loopback only, so it finds programs that listen on
+    loopback or on every interface, not one bound to another single address.
     """
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         # As the App server does: connections of an earlier server still closing (TIME_WAIT) do not block it.
@@ -263,9 +263,8 @@ def check_port_free(address: str, port: int) -> None:
 def fiftyone_for(workspace: Workspace) -> Iterator[Any]:
     """Configure FiftyOne for a workspace, start its database if needed, and yield the ``fiftyone`` module.
 
-    The workspace's own mongod is stopped on exit. FiftyOne can only be
-    configured before its first import, so one process serves one workspace
-    unless the user's FIFTYONE_DATABASE_URI is shared by all of them.
+    The workspace's own mongod is stopped on exit. A process serves one
+    workspace at a time.
     """
     global _OWN_SERVER
 

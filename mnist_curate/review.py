@@ -1,6 +1,6 @@
 """The FiftyOne dataset of a workspace: built from the stage outputs, kept in step, and read back as decisions.
 
-One persistent dataset per workspace holds one sample per MNIST image with its
+One persistent dataset per workspace has one sample per MNIST image with its
 given label, the model's prediction, every score, the candidate flag and
 reasons, the current decision and the curated label. The PCA and UMAP maps of
 ``embed`` are registered as visualization runs, so the App's Embeddings panel
@@ -37,7 +37,7 @@ from mnist_curate.config import Config
 from mnist_curate.errors import CurateError, PrerequisiteError
 from mnist_curate.fiftyone_env import dataset_name, review_dir, user_database_uri
 from mnist_curate.ui import Reporter, format_duration
-from mnist_curate.workspace import Workspace, atomic_write_bytes, atomic_write_json
+from mnist_curate.workspace import TEMP_MARK, Workspace, atomic_write_json
 
 # Bump when the dataset's fields or their meaning change, so old datasets are rebuilt.
 DATASET_FORMAT = 1
@@ -170,8 +170,12 @@ def image_paths(workspace: Workspace, sample_ids: Iterable[str]) -> list[str]:
 def write_missing_images(workspace: Workspace, config: Config, sample_ids: np.ndarray, reporter: Reporter) -> int:
     """Write a PNG per sample that has none yet; return how many were written.
 
-    Each file is written under a temporary name and renamed, so a file that
-    exists is complete and is reused by every later build.
+    Each file is written under a temporary name and renamed, so after a
+    crash or kill of this process a file that exists is complete, and every
+    later build reuses it.
+    NOTE: the files are not fsynced one by one (that made 70,000 files take
+    minutes), so after a power loss a file may exist but be empty; delete
+    WORKSPACE/review/images to have them written again.
     """
     paths = image_paths(workspace, sample_ids)
     missing_idx = [i for i, path in enumerate(paths) if not os.path.exists(path)]
@@ -200,14 +204,14 @@ def write_missing_images(workspace: Workspace, config: Config, sample_ids: np.nd
 
 
 def _write_png(job: tuple[str, np.ndarray]) -> None:
-    import io
-
     from PIL import Image
 
     path, image = job
-    buffer = io.BytesIO()
-    Image.fromarray(image, mode="L").save(buffer, format="PNG")
-    atomic_write_bytes(Path(path), buffer.getvalue())
+    folder, name = os.path.split(path)
+    # A hidden name with the workspace's temporary mark, which the next locked run removes if left behind.
+    temp = os.path.join(folder, f".{name}{TEMP_MARK}{os.getpid()}")
+    Image.fromarray(image, mode="L").save(temp, format="PNG")
+    os.replace(temp, path)
 
 
 # Build state -------------------------------------------------------------------------
@@ -272,13 +276,16 @@ def build_dataset(fo: Any, workspace: Workspace, config: Config, reporter: Repor
                   decisions_path: Path) -> BuildResult:
     """Create the workspace's dataset, or update in place the fields whose inputs changed."""
     started = time.perf_counter()
+    step = _StepTimer(reporter)
     inputs = load_review_inputs(workspace, check_upstream(config, workspace))
+    step.done("inputs read")
     keys = group_keys(workspace, inputs, decisions_path)
     state = read_state(workspace)
     dataset = load_workspace_dataset(fo, workspace)
     name = dataset.name if dataset is not None else dataset_name(workspace)
 
     n_images_written = write_missing_images(workspace, config, inputs.sample_ids, reporter)
+    step.done(f"{n_images_written:,} review images written")
 
     synced = None
     carried_tags: dict[str, list[str]] = {}
@@ -291,15 +298,14 @@ def build_dataset(fo: Any, workspace: Workspace, config: Config, reporter: Repor
             fo.delete_dataset(name)
         name = dataset_name(workspace)
         if fo.dataset_exists(name):
-            fo.delete_dataset(name)  # left by a build that never recorded it, so it holds no review tags
+            fo.delete_dataset(name)  # left by a build that never recorded it, so it has no review tags
         state = {"dataset": name, "build_id": uuid.uuid4().hex, "groups": {}}
         write_state(workspace, state)
         reporter.info(f"review: building the FiftyOne dataset {name} ({len(inputs):,} samples)")
-        dataset = _create_dataset(fo, name, state["build_id"], workspace, inputs, carried_tags)
-        state["groups"]["samples"] = keys["samples"]
-        write_state(workspace, state)
+        dataset, ids = _create_dataset(fo, name, state["build_id"], workspace, inputs, carried_tags)
+        step.done("samples added")
 
-    stale = [group for group in ("paths", "embed", "score", "candidates", "decisions")
+    stale = [group for group in ("samples", "paths", "embed", "score", "candidates", "decisions")
              if state["groups"].get(group) != keys[group]]
     if "embed" not in stale and not set(MAPS) <= set(dataset.list_brain_runs()):
         stale.insert(0, "embed")
@@ -309,20 +315,36 @@ def build_dataset(fo: Any, workspace: Workspace, config: Config, reporter: Repor
         write_state(workspace, state)
         if not rebuilt:
             reporter.info(f"review: updating {', '.join(stale)} fields in place")
-        ids = _fiftyone_ids(dataset, inputs.sample_ids)
-        groups = stale + ["samples"] if rebuilt else stale
-        columns = _columns(fo, groups, workspace, inputs, _decisions_for(decisions_path, inputs.sample_ids))
+            ids = _fiftyone_ids(dataset, inputs.sample_ids)
+        columns = _columns(fo, stale, workspace, inputs, _decisions_for(decisions_path, inputs.sample_ids))
+        step.done("field values prepared")
         set_columns(fo, dataset, ids, columns)
+        step.done(f"fields written: {', '.join(columns)}")
         if "embed" in stale:
             register_maps(dataset, ids, inputs.maps)
+            step.done("maps registered")
         for group in stale:
             state["groups"][group] = keys[group]
         write_state(workspace, state)
 
     save_views(fo, dataset)
     configure_app(fo, dataset)
+    step.done("views saved")
     return BuildResult(dataset, rebuilt, stale, len(inputs), int(inputs.candidate_mask.sum()), n_images_written,
                        time.perf_counter() - started, synced)
+
+
+class _StepTimer:
+    """Report the time of each build step under --verbose."""
+
+    def __init__(self, reporter: Reporter):
+        self.reporter = reporter
+        self.last = time.perf_counter()
+
+    def done(self, step: str) -> None:
+        now = time.perf_counter()
+        self.reporter.detail(f"review: {step} ({format_duration(now - self.last)})")
+        self.last = now
 
 
 def load_workspace_dataset(fo: Any, workspace: Workspace) -> Any | None:
@@ -354,7 +376,7 @@ def _needs_rebuild(dataset: Any, state: dict[str, Any] | None, keys: dict[str, s
 
 
 def _save_tags_before_rebuild(dataset: Any, decisions_path: Path, reporter: Reporter) -> "SyncResult | None":
-    """Sync review tags into the decision file before the dataset that holds them is deleted."""
+    """Sync review tags into the decision file before the dataset that has them is deleted."""
     if not dataset.has_sample_field("sample_id") or not dataset.match_tags(list(REVIEW_TAGS)).count():
         return None
     reporter.info("review: the samples changed, so the dataset is rebuilt; saving its review tags first")
@@ -366,17 +388,18 @@ def _save_tags_before_rebuild(dataset: Any, decisions_path: Path, reporter: Repo
 def _reviewer_tags(dataset: Any) -> dict[str, list[str]]:
     """Return {sample_id: tags other than the split} of the samples that have any."""
     return {sample_id: extra for sample_id, tags in zip(*dataset.values(["sample_id", "tags"]))
-            if (extra := [tag for tag in tags or [] if tag not in ("train", "test")])}
+            if sample_id and (extra := [tag for tag in tags or [] if tag not in ("train", "test")])}
 
 
 def _create_dataset(fo: Any, name: str, build_id: str, workspace: Workspace, inputs: ReviewInputs,
-                    carried_tags: dict[str, list[str]]) -> Any:
-    """Create the dataset with one sample per image: media, sample id, split, metadata and carried tags.
+                    carried_tags: dict[str, list[str]]) -> tuple[Any, list[str]]:
+    """Create the dataset with one sample per image (media and tags); return it and the samples' ids in row order.
 
-    The other fields are written afterwards by set_columns, which is much
-    faster than building a fiftyone.Sample with every field. Tags of a
-    replaced dataset are carried over to the samples that are still there, so
-    conflicts and tags that were not review tags survive a rebuild too.
+    Every other field, even the sample id, is written afterwards by
+    set_columns: a ``fiftyone.Sample`` costs more per field than the
+    database write. Tags of a replaced dataset are carried over to the
+    samples that are still there, so conflicts and tags that were not review
+    tags survive a rebuild too.
     """
     dataset = fo.Dataset(name, persistent=True)
     dataset.info["mnist_curate_build_id"] = build_id
@@ -385,15 +408,12 @@ def _create_dataset(fo: Any, name: str, build_id: str, workspace: Workspace, inp
     declare_fields(fo, dataset)
 
     paths = image_paths(workspace, inputs.sample_ids)
-    metadata = dict(width=IMAGE_SIDE, height=IMAGE_SIDE, num_channels=1, mime_type="image/png")
-    samples = (fo.Sample(filepath=path, tags=[str(split), *carried_tags.get(str(sample_id), [])],
-                         sample_id=str(sample_id), split=str(split),
-                         metadata=fo.ImageMetadata(**metadata))
+    samples = (fo.Sample(filepath=path, tags=[str(split), *carried_tags.get(str(sample_id), [])])
                for path, sample_id, split in zip(paths, inputs.sample_ids, inputs.splits))
-    dataset.add_samples(samples, progress=False)
+    ids = dataset.add_samples(samples, progress=False)
     for path in ("sample_id", "suspicion", *SCORE_FIELDS):
         dataset.create_index(path)
-    return dataset
+    return dataset, ids
 
 
 def declare_fields(fo: Any, dataset: Any) -> None:
@@ -439,9 +459,9 @@ def _decisions_for(decisions_path: Path, sample_ids: np.ndarray) -> dict[str, An
         return {}
     from mnist_curate.decisions import read_decisions
 
-    wanted = set(sample_ids.tolist())
+    present = set(sample_ids.tolist())
     return {sample_id: decision for sample_id, decision in read_decisions(decisions_path).items()
-            if sample_id in wanted}
+            if sample_id in present}
 
 
 def _columns(fo: Any, groups: list[str], workspace: Workspace, inputs: ReviewInputs,
@@ -449,6 +469,10 @@ def _columns(fo: Any, groups: list[str], workspace: Workspace, inputs: ReviewInp
     """Return {field: one stored value per sample} for the given groups of fields."""
     builder = _DocBuilder(fo)
     columns: dict[str, list] = {}
+    if "samples" in groups:
+        columns["sample_id"] = inputs.sample_ids.tolist()
+        columns["split"] = inputs.splits.tolist()
+        columns["metadata"] = [builder.metadata() for _ in range(len(inputs))]
     if "paths" in groups and "samples" not in groups:
         # The workspace folder moved: point the samples at the images where they are now.
         columns["filepath"] = image_paths(workspace, inputs.sample_ids)
@@ -491,7 +515,7 @@ class _DocBuilder:
     """Build stored FiftyOne label documents quickly from templates made by FiftyOne itself.
 
     Creating a ``fiftyone.Classification`` object per sample costs about
-    0.1 ms, and three per sample dominated a full build; copying a template
+    0.1 ms, and three per sample dominated a full build. Copying a template
     that FiftyOne serialised, with a fresh id, gives the same stored document.
     """
 
@@ -502,6 +526,11 @@ class _DocBuilder:
         self._plain = dict(fo.Classification(label="0").to_mongo())
         self._scored = dict(fo.Classification(label="0", confidence=0.0, logits=np.zeros(10, np.float32)).to_mongo())
         self._logits_field = fo.Classification._fields["logits"]
+        self._metadata = dict(fo.ImageMetadata(width=IMAGE_SIDE, height=IMAGE_SIDE, num_channels=1,
+                                               mime_type="image/png").to_mongo())
+
+    def metadata(self) -> dict:
+        return dict(self._metadata)
 
     def classification(self, label: str, *, confidence: float | None = None, logits: np.ndarray | None = None) -> dict:
         if confidence is None:
@@ -513,9 +542,9 @@ class _DocBuilder:
 def set_columns(fo: Any, dataset: Any, ids: list[str], columns: dict[str, list]) -> None:
     """Write several fields of every sample with one database update per sample.
 
-    ``set_values`` makes one pass over the collection per field, about 3 s
-    per field for 70,000 samples; writing all fields of a sample together
-    keeps a full build within a minute.
+    ``set_values`` makes one pass over the collection per field, which took
+    about 3 s per field for 70,000 samples on two busy CPU cores. Writing all
+    fields of a sample together is several times faster.
     NOTE: this writes through ``dataset._sample_collection`` (pymongo), which
     is private in fiftyone 1.22; values must already be in stored form (see
     _DocBuilder), and every field must be declared (declare_fields).
@@ -618,7 +647,12 @@ def verdict_from_tags(sample_id: str, given_label: str, tags: Iterable[str]) -> 
     review = [tag for tag in tags if tag in REVIEW_TAGS]
     labels: dict[str, list[str]] = {}
     for tag in review:
-        label = IDK if tag == IDK_TAG else given_label if tag == KEEP_TAG else tag[len(DIGIT_TAG_PREFIX):]
+        if tag == IDK_TAG:
+            label = IDK
+        elif tag == KEEP_TAG:
+            label = given_label
+        else:
+            label = tag[len(DIGIT_TAG_PREFIX):]
         labels.setdefault(label, []).append(tag)
     if len(labels) > 1:
         return Verdict(sample_id, None, review, conflict=" + ".join(review))

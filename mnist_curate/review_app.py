@@ -27,7 +27,6 @@ from mnist_curate.review import (CANDIDATES_VIEW, DIGIT_TAG_PREFIX, IDK_TAG, KEE
 from mnist_curate.ui import Reporter
 from mnist_curate.workspace import Workspace, command_line
 
-WORKSPACE_DECISIONS = "decisions.yaml"
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
 
 
@@ -42,7 +41,9 @@ class ReviewOptions:
 
 
 def default_decisions_path(workspace: Workspace) -> Path:
-    return workspace.root / WORKSPACE_DECISIONS
+    from mnist_curate.relabel import workspace_decisions_path
+
+    return workspace_decisions_path(workspace)
 
 
 def conventions(decisions_path: Path) -> str:
@@ -108,30 +109,36 @@ def serve_app(fo: Any, dataset: Any, reporter: Reporter, options: ReviewOptions)
         remote = True
 
     reporter.info(conventions(options.decisions_path))
-    try:
-        session = fo.launch_app(dataset, view=dataset.load_saved_view(CANDIDATES_VIEW), port=options.port,
-                                address=options.address, remote=remote, auto=False)
-    except Exception as error:  # noqa: BLE001 - FiftyOne's service layer raises many types for one cause
-        raise CurateError(f"the FiftyOne App server did not start on {options.address}:{options.port}: "
-                          f"{type(error).__name__}: {error}. Check that --address names this machine, "
-                          "or try another --port.") from None
-
-    url = app_url(options.address, options.port)
-    reporter.info(f"[bold]FiftyOne App[/bold] serving {dataset.name}, view '{CANDIDATES_VIEW}', at {url}")
-    if remote:
-        reporter.info(tunnel_instructions(options.address, options.port))
-    reporter.info("Press Ctrl-C to end the review and save the tags.")
-
+    session = None
     try:
         with _signals_end_review():
+            session = _launch(fo, dataset, options, remote)
+            reporter.info(f"[bold]FiftyOne App[/bold] serving {dataset.name}, view '{CANDIDATES_VIEW}', at "
+                          f"{app_url(options.address, options.port)}")
+            if remote:
+                reporter.info(tunnel_instructions(options.address, options.port))
+            reporter.info("Press Ctrl-C to end the review and save the tags.")
             # A remote session has no browser tab to wait for; a local one ends when its last tab closes.
             session.wait(-1 if remote else 3)
     except KeyboardInterrupt:
         pass
     finally:
         reporter.info("review ended; saving the tags")
-        with contextlib.suppress(Exception):
-            session.close()
+        if session is not None:
+            with contextlib.suppress(Exception):
+                session.close()
+
+
+def _launch(fo: Any, dataset: Any, options: ReviewOptions, remote: bool) -> Any:
+    try:
+        return fo.launch_app(dataset, view=dataset.load_saved_view(CANDIDATES_VIEW), port=options.port,
+                             address=options.address, remote=remote, auto=False)
+    except KeyboardInterrupt:
+        raise
+    except Exception as error:  # noqa: BLE001 - FiftyOne's service layer raises many types for one cause
+        raise CurateError(f"the FiftyOne App server did not start on {options.address}:{options.port}: "
+                          f"{type(error).__name__}: {error}. Check that --address names this machine, "
+                          "or try another --port.") from None
 
 
 def check_address(address: str) -> None:
@@ -149,7 +156,12 @@ def has_display() -> bool:
 
 
 def app_url(address: str, port: int) -> str:
-    host = "localhost" if address in LOOPBACK_NAMES else socket.gethostname() if address == "0.0.0.0" else address
+    if address in LOOPBACK_NAMES:
+        host = "localhost"
+    elif address == "0.0.0.0":
+        host = socket.gethostname()
+    else:
+        host = address
     return f"http://{host}:{port}/"
 
 

@@ -32,7 +32,6 @@ ARTIFACTS = REPO_ROOT / "test-artifacts"
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync"]
-SERVER_START_TIMEOUT_S = 240
 
 
 @pytest.fixture(autouse=True)
@@ -72,8 +71,9 @@ def open_dataset(workspace: Path):
 
 
 def decisions_in(path: Path) -> dict[str, dict]:
+    """Return the decision file's entries by sample id, with labels as text (YAML reads `label: 4` as a number)."""
     raw = yaml.safe_load(path.read_text())
-    return {entry["sample_id"]: entry for entry in raw["decisions"] or []}
+    return {entry["sample_id"]: entry | {"label": str(entry["label"])} for entry in raw["decisions"] or []}
 
 
 # Building the dataset ----------------------------------------------------------------
@@ -367,45 +367,50 @@ def server_environment() -> dict[str, str]:
 
 @contextlib.contextmanager
 def review_server(workspace: Path, port: int):
-    """Run `mnist-curate review --remote` in a subprocess until the App answers on loopback."""
+    """Run `mnist-curate review --remote` in a subprocess until it waits for the reviewer.
+
+    Yields the process and the lines it printed so far.
+    """
     process = subprocess.Popen(
         [sys.executable, "-m", "mnist_curate", "review", "--remote", "--port", str(port), "--address", "127.0.0.1",
          "-w", str(workspace)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=server_environment(), cwd=REPO_ROOT)
     try:
-        wait_for_app(process, port)
-        yield process
+        printed = wait_for_line(process, "Press Ctrl-C to end the review")
+        yield process, printed
     finally:
         if process.poll() is None:
             process.kill()
             process.wait()
 
 
-def wait_for_app(process: subprocess.Popen, port: int) -> dict:
-    deadline = time.monotonic() + SERVER_START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"review exited with {process.returncode} before serving:\n{process.stdout.read()}")
-        with contextlib.suppress(OSError, ValueError):
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/fiftyone", timeout=2) as response:
-                return json.loads(response.read())
-        time.sleep(0.5)
-    raise AssertionError(f"the App did not answer on 127.0.0.1:{port} within {SERVER_START_TIMEOUT_S} s")
+def wait_for_line(process: subprocess.Popen, fragment: str) -> list[str]:
+    lines = []
+    for line in process.stdout:
+        lines.append(line)
+        if fragment in line:
+            return lines
+    raise AssertionError(f"review exited with {process.wait()} before printing {fragment!r}:\n{''.join(lines)}")
 
 
-def end_review(process: subprocess.Popen, signum: int) -> str:
+def app_version(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/fiftyone", timeout=10) as response:
+        return json.loads(response.read())["version"]
+
+
+def end_review(process: subprocess.Popen, printed: list[str], signum: int) -> str:
     process.send_signal(signum)
     output, _ = process.communicate(timeout=120)
-    return output
+    return "".join(printed) + output
 
 
 def test_remote_review_serves_until_ctrl_c_then_syncs(review_copy):
     port = free_loopback_port()
-    with review_server(review_copy, port) as process:
+    with review_server(review_copy, port) as (process, printed):
         import fiftyone
 
-        assert wait_for_app(process, port)["version"] == fiftyone.__version__
-        output = end_review(process, signal.SIGINT)
+        assert app_version(port) == fiftyone.__version__
+        output = end_review(process, printed, signal.SIGINT)
     assert process.returncode == 0, output
     assert f"ssh -N -L {port}:127.0.0.1:{port}" in output
     assert "review sync: 0 added" in output
@@ -446,31 +451,40 @@ def chromium_or_skip() -> None:
 @pytest.mark.browser
 def test_app_in_chromium_shows_dataset_and_saved_views(review_copy):
     chromium_or_skip()
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
     from playwright.sync_api import sync_playwright
 
     ARTIFACTS.mkdir(exist_ok=True)
     port = free_loopback_port()
     name = read_state(Workspace(review_copy))["dataset"]
-    with review_server(review_copy, port) as process:
+    n_candidates = int(np.load(review_copy / "candidates" / "candidate_mask.npy").sum())
+    with review_server(review_copy, port) as (process, printed):
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
             page = browser.new_page(viewport={"width": 1600, "height": 1000})
             # The App keeps an event stream open, so the network never goes idle; wait for content instead.
             page.goto(f"http://127.0.0.1:{port}/", wait_until="load", timeout=120_000)
-            page.get_by_text(name).first.wait_for(timeout=120_000)
-            page.get_by_text("IDK candidates").first.wait_for(timeout=60_000)
-            page.locator("canvas, img").first.wait_for(timeout=60_000)
-            with contextlib.suppress(Exception):
-                page.get_by_text("Dismiss", exact=True).click(timeout=5_000)
-            time.sleep(3)  # the grid draws its tiles after the first frame
+            dataset_selector = page.locator("[data-cy=selector-dataset]")
+            dataset_selector.wait_for(timeout=120_000)
+            assert dataset_selector.input_value() == name
+            view_selector = page.locator("[data-cy=saved-views-selection]")
+            view_selector.get_by_text("IDK candidates").wait_for(timeout=60_000)
+            page.get_by_text(f"{n_candidates} samples").first.wait_for(timeout=60_000)
+            # FiftyOne shows an advertisement popover once; it covers the grid and the view selector.
+            dismiss = page.get_by_text("Dismiss", exact=True)
+            with contextlib.suppress(PlaywrightTimeout):
+                dismiss.first.click(timeout=10_000)
+            time.sleep(3)  # the grid draws its tiles after the count appears
             page.screenshot(path=str(ARTIFACTS / "review-candidates.png"))
 
-            page.get_by_text("IDK candidates").first.click()
-            for view in SAVED_VIEWS[1:]:
-                page.get_by_text(view.name, exact=True).first.wait_for(timeout=30_000)
+            view_selector.locator("[role=combobox]").click()
+            page.get_by_role("option", name="label issues").wait_for(timeout=30_000)
+            listed = page.get_by_role("option").all_inner_texts()
             page.screenshot(path=str(ARTIFACTS / "review-saved-views.png"))
             browser.close()
-        output = end_review(process, signal.SIGTERM)
+        output = end_review(process, printed, signal.SIGTERM)
     assert process.returncode == 0, output
     assert "review sync" in output
+    for view in SAVED_VIEWS:
+        assert view.name in listed
     assert (ARTIFACTS / "review-candidates.png").stat().st_size > 20_000
