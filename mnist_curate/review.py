@@ -317,8 +317,11 @@ def build_dataset(fo: Any, workspace: Workspace, config: Config, reporter: Repor
             reporter.info(f"review: updating {', '.join(stale)} fields in place")
             ids = _fiftyone_ids(dataset, inputs.sample_ids)
         columns = _columns(fo, stale, workspace, inputs, _decisions_for(decisions_path, inputs.sample_ids))
-        step.done("field values prepared")
-        set_columns(fo, dataset, ids, columns)
+        write_ids = ids
+        if not rebuilt:
+            write_ids, columns = _changed_rows(dataset, ids, columns)
+        step.done(f"field values prepared ({len(write_ids):,} samples to write)")
+        set_columns(fo, dataset, write_ids, columns)
         step.done(f"fields written: {', '.join(columns)}")
         if "embed" in stale:
             register_maps(dataset, ids, inputs.maps)
@@ -493,6 +496,27 @@ def _columns(fo: Any, groups: list[str], workspace: Workspace, inputs: ReviewInp
     if "decisions" in groups:
         columns.update(decision_columns(builder, inputs.sample_ids, inputs.labels, decisions))
     return columns
+
+
+# Fields compared with the stored values before an in-place update; label
+# documents get fresh ids, so they are compared through these fields instead.
+_COMPARED_FIELDS = {*SCORE_FIELDS, "label_issue", "candidate", "suspicion", "reasons", "decision", "decision_source"}
+
+
+def _changed_rows(dataset: Any, ids: list[str], columns: dict[str, list]) -> tuple[list[str], dict[str, list]]:
+    """Keep only the samples whose new values differ from the stored ones, when every field can be compared.
+
+    A changed score threshold moves a few dozen candidates out of 70,000, so
+    reading the stored values costs less than writing every sample again.
+    """
+    compared = [name for name in columns if name in _COMPARED_FIELDS]
+    uncompared = set(columns) - _COMPARED_FIELDS - {"curated_label"}
+    if not compared or uncompared:
+        return ids, columns
+    stored = dict(zip(dataset.values("id"), zip(*dataset.values(compared))))
+    keep = [i for i, sample_id in enumerate(ids)
+            if stored.get(sample_id) != tuple(columns[name][i] for name in compared)]
+    return [ids[i] for i in keep], {name: [values[i] for i in keep] for name, values in columns.items()}
 
 
 def decision_columns(builder: "_DocBuilder", sample_ids: np.ndarray, labels: np.ndarray,
