@@ -181,7 +181,9 @@ def _signals_end_review() -> Iterator[None]:
         raise KeyboardInterrupt
 
     handled = [signal.SIGTERM] + ([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])
-    previous = {signum: signal.signal(signum, end_review) for signum in handled}
+    # A signal ignored on purpose (nohup ignores SIGHUP) stays ignored.
+    previous = {signum: signal.signal(signum, end_review) for signum in handled
+                if signal.getsignal(signum) is not signal.SIG_IGN}
     try:
         yield
     finally:
