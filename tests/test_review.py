@@ -452,7 +452,7 @@ def chromium_or_skip() -> None:
 def test_app_in_chromium_shows_dataset_and_saved_views(review_copy):
     chromium_or_skip()
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
 
     ARTIFACTS.mkdir(exist_ok=True)
     port = free_loopback_port()
@@ -465,8 +465,7 @@ def test_app_in_chromium_shows_dataset_and_saved_views(review_copy):
             # The App keeps an event stream open, so the network never goes idle; wait for content instead.
             page.goto(f"http://127.0.0.1:{port}/", wait_until="load", timeout=120_000)
             dataset_selector = page.locator("[data-cy=selector-dataset]")
-            dataset_selector.wait_for(timeout=120_000)
-            assert dataset_selector.input_value() == name
+            expect(dataset_selector).to_have_value(name, timeout=120_000)
             view_selector = page.locator("[data-cy=saved-views-selection]")
             view_selector.get_by_text("IDK candidates").wait_for(timeout=60_000)
             page.get_by_text(f"{n_candidates} samples").first.wait_for(timeout=60_000)
