@@ -83,9 +83,12 @@ def _use_decision_file(path: Path, reporter: Reporter) -> dict[str, Any]:
 def accept_candidates(workspace: Workspace, reporter: Reporter) -> dict[str, Any]:
     """Merge an IDK "rule" decision for every candidate into WORKSPACE/decisions.yaml.
 
-    Human decisions already in the file win over the rule ones. The file is
-    rewritten only when a decision was added or changed, so a rerun with the
-    same candidates leaves relabel cached.
+    Human decisions already in the file win over the rule ones. Rule
+    decisions for samples that are no longer candidates (after a threshold
+    change) are withdrawn, because the old rules made them and no person
+    did; human decisions are never withdrawn. The file is
+    rewritten only when a decision was added, changed or withdrawn, so a
+    rerun with the same candidates leaves relabel cached.
     """
     folder = workspace.stage_dir("candidates")
     if "candidates" not in STAGES or not (folder / "candidate_mask.npy").is_file():
@@ -98,18 +101,22 @@ def accept_candidates(workspace: Workspace, reporter: Reporter) -> dict[str, Any
 
     path = workspace_decisions_path(workspace)
     existing = read_decisions(path) if path.exists() else {}
-    merged = merge_decisions(existing, incoming)
+    candidate_ids = {decision.sample_id for decision in incoming}
+    withdrawn = sorted(sample_id for sample_id, decision in existing.items()
+                       if decision.source == "rule" and sample_id not in candidate_ids)
+    merged = merge_decisions({k: v for k, v in existing.items() if k not in withdrawn}, incoming)
     backup = None
-    if merged.modified or not path.exists():
+    if merged.modified or withdrawn or not path.exists():
         backup = write_decisions(path, merged.decisions)
+    withdrawn_text = f", {len(withdrawn):,} rule decisions withdrawn (no longer candidates)" if withdrawn else ""
     reporter.warn(f"no --decisions given: the {len(incoming):,} candidates were accepted as IDK without review "
-                  f"({merged.describe()} in {path}). Review them with `mnist-curate review`, or pass the "
-                  "reviewed file with --decisions.")
+                  f"({merged.describe()}{withdrawn_text} in {path}). Review them with `mnist-curate review`, "
+                  "or pass the reviewed file with --decisions.")
     if backup is not None:
         reporter.detail(f"previous decision file kept as {backup}")
     return {"source": "accepted candidates", "path": str(path), "n_candidates": len(incoming),
             "added": len(merged.added), "changed": len(merged.changed), "unchanged": len(merged.unchanged),
-            "kept": len(merged.kept)}
+            "kept": len(merged.kept), "withdrawn": len(withdrawn)}
 
 
 # Summary ---------------------------------------------------------------------------

@@ -91,6 +91,33 @@ def test_all_keeps_human_decision_over_candidate(runner, workspace_copy, mnist_d
     assert kept_row["decision_source"] == "review"
 
 
+def test_all_withdraws_rule_decisions_after_threshold_change(runner, workspace_copy, mnist_dir, tmp_path):
+    out = workspace_copy.parent / "curated"
+    _, first = run_all(runner, workspace_copy, "--data-dir", mnist_dir, *SMALL_RUN, "--out", out)
+    path = workspace_copy / "decisions.yaml"
+    human_id = sorted(read_decisions(path))[0]
+    path.write_text(path.read_text().replace(f"{{sample_id: {human_id}, label: IDK, source: rule",
+                                             f"{{sample_id: {human_id}, label: IDK, source: manual"))
+
+    # Stricter rules: no outliers, no label issues, far fewer mistaken or hard samples.
+    config = yaml.safe_load((workspace_copy / "config.yaml").read_text())
+    config["candidates"] |= {"top_uniqueness": 0.0, "label_issues": False,
+                             "top_mistakenness": 0.0005, "top_hardness": 0.0005}
+    stricter = tmp_path / "stricter.yaml"
+    stricter.write_text(yaml.safe_dump(config))
+    _, second = run_all(runner, workspace_copy, "--config", stricter, "--overwrite")
+
+    n_candidates = sum(second["candidates"].values())
+    assert n_candidates < sum(first["candidates"].values())
+    assert second["decisions"]["withdrawn"] > 0
+    decisions = read_decisions(path)
+    assert decisions[human_id].source == "manual", "a human decision is never withdrawn"
+    assert sum(d.source == "rule" for d in decisions.values()) <= n_candidates
+    ran = {stage["stage"]: stage["ran"] for stage in second["stages"]}
+    assert not ran["train"] and not ran["embed"] and not ran["score"]
+    assert sum(second["idk"].values()) == len(decisions)
+
+
 def test_all_with_decision_file_uses_it_as_is(runner, workspace_copy, mnist_dir, tmp_path):
     decisions = tmp_path / "reviewed.yaml"
     # Samples of the 2,000-per-split subset: its first training and test ids.
