@@ -158,9 +158,16 @@ def run_export(context: StageContext) -> dict[str, Any]:
         started = time.perf_counter()
         relative_paths = [f"{split}/{name}/{sample_id}.png"
                           for split, name, sample_id in zip(splits, class_names, sample_ids.tolist())]
-        write_pngs(temp, relative_paths, images, compress_level=config.export.png_compress_level,
-                   workers=config.export.workers, reporter=reporter)
+        linked_mask = link_previous_pngs(out, temp, sample_ids, relative_paths, workspace=workspace,
+                                         compress_level=config.export.png_compress_level)
+        to_write_idx = np.flatnonzero(~linked_mask)
+        write_pngs(temp, [relative_paths[i] for i in to_write_idx], images[to_write_idx],
+                   compress_level=config.export.png_compress_level, workers=config.export.workers,
+                   reporter=reporter)
         png_seconds = time.perf_counter() - started
+        if linked_mask.any():
+            reporter.info(f"reused {int(linked_mask.sum()):,} unchanged PNG files of the previous export "
+                          f"(hard links), encoded {len(to_write_idx):,}")
 
         class_counts = {split: {name: int(((splits == split) & (class_names == name)).sum()) for name in CLASS_NAMES}
                         for split in SPLITS}
@@ -185,6 +192,44 @@ def run_export(context: StageContext) -> dict[str, Any]:
         "manifest_blake2b": file_digest(out / MANIFEST),
         "png_seconds": round(png_seconds, 3),
     }
+
+
+def link_previous_pngs(out: Path, temp: Path, sample_ids: np.ndarray, relative_paths: list[str], *,
+                       workspace: Workspace, compress_level: int) -> np.ndarray:
+    """Hard-link the PNG files of this workspace's previous export into the new tree; return the linked mask.
+
+    A sample's PNG holds the same MNIST pixels whatever its class folder, so
+    only its path changes when a threshold or a decision moves it. Files are
+    reused only from the export that the workspace's record describes, still
+    unchanged (manifest digest and per-folder counts), and written with the
+    same compression level. As in ``verify_export``, PNG contents are not
+    re-hashed, so a PNG edited by hand in the previous export is carried
+    over. A link that fails (another file system, a file gone) falls back to
+    encoding.
+    """
+    linked_mask = np.zeros(len(relative_paths), dtype=bool)
+    try:
+        record = workspace.read_record("export")
+    except CurateError:
+        return linked_mask
+    if record is None or Path(record.figures.get("out", "")) != out or verify_export(workspace, record):
+        return linked_mask
+    previous_level = record.inputs.get("config", {}).get("export.png_compress_level")
+    if previous_level != compress_level:
+        return linked_mask
+
+    with open(out / MANIFEST, newline="", encoding="utf-8") as handle:
+        previous_paths = {row["sample_id"]: row["path"] for row in csv.DictReader(handle)}
+    for i, (sample_id, relative_path) in enumerate(zip(sample_ids.tolist(), relative_paths)):
+        previous = previous_paths.get(sample_id)
+        if previous is None:
+            continue
+        try:
+            os.link(out / previous, temp / relative_path)
+        except OSError:
+            continue
+        linked_mask[i] = True
+    return linked_mask
 
 
 def _replace_folder(temp: Path, out: Path) -> None:
@@ -225,6 +270,8 @@ def _pid_alive(pid: int) -> bool:
 def write_pngs(root: Path, relative_paths: list[str], images: np.ndarray, *, compress_level: int, workers: int,
                reporter) -> None:
     """Encode each image as a lossless 8-bit grayscale PNG, in parallel worker processes."""
+    if not relative_paths:
+        return
     n_workers = workers or os.cpu_count() or 1
     chunks = [(str(root), relative_paths[start:start + CHUNK_SIZE], images[start:start + CHUNK_SIZE], compress_level)
               for start in range(0, len(relative_paths), CHUNK_SIZE)]

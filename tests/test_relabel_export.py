@@ -318,6 +318,27 @@ def test_own_previous_export_is_replaced_without_overwrite(runner, relabelled, s
     assert sum(row["curated_label"] == "IDK" for row in read_manifest(out)) == 1
 
 
+def test_re_export_links_unchanged_pngs_and_moves_changed(runner, relabelled, subset, tmp_path):
+    out = tmp_path / "curated"
+    assert invoke(runner, "export", "-w", relabelled, "--out", out).exit_code == 0
+    decisions = tmp_path / "decisions.yaml"
+    decisions_file(decisions, subset, n_idk=1)
+    assert invoke(runner, "relabel", "-w", relabelled, "--decisions", decisions).exit_code == 0
+    result = invoke(runner, "export", "-w", relabelled)
+    assert result.exit_code == 0, result.output
+    assert "reused 4,000 unchanged PNG files" in result.output
+
+    manifest = read_manifest(out)
+    assert len(list(out.glob("*/*/*.png"))) == 4000
+    moved = [row for row in manifest if row["curated_label"] == "IDK"]
+    assert len(moved) == 1
+    row = moved[0]
+    split = subset[row["split"]]
+    position = int(np.searchsorted(split.index, int(row["sample_id"].split("-")[1])))
+    assert np.array_equal(np.asarray(Image.open(out / row["path"])), split.images[position])
+    assert not [p for p in out.parent.iterdir() if p.name.startswith(".")], "no temporary folder is left"
+
+
 def test_failed_export_keeps_old_folder_intact(runner, relabelled, tmp_path, monkeypatch):
     out = tmp_path / "curated"
     out.mkdir()
