@@ -56,10 +56,10 @@ def run_all(*, config: Config, workspace: Workspace, reporter: Reporter, decisio
         read_decisions(decisions_path)  # validate before hours of work, not after
     check_export_target(export_dir(config, workspace), workspace, overwrite=overwrite)
     names = list(STAGES)
-    check_can_run(names, config=config, workspace=workspace)
+    options = {"decisions": str(decisions_path or workspace_decisions_path(workspace)), "overwrite": overwrite}
+    check_can_run(names, config=config, workspace=workspace, options=options)
 
     result = ChainResult()
-    options = {"decisions": str(decisions_path or workspace_decisions_path(workspace)), "overwrite": overwrite}
     with workspace.locked(command_line()) as lock:
         if lock.recovered_from:
             reporter.warn(f"recovered a stale workspace lock left by {lock.recovered_from.describe()}")

@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import ctypes
+import errno
 import io
 import multiprocessing
 import os
@@ -121,6 +122,11 @@ def check_export_target(out: Path, workspace: Workspace, *, overwrite: bool) -> 
                         "or another --out")
 
 
+def precheck_export(config: Config, workspace: Workspace, options: dict[str, Any]) -> None:
+    """Reject an export target that the export would not be allowed to replace."""
+    check_export_target(export_dir(config, workspace), workspace, overwrite=bool(options.get("overwrite")))
+
+
 def _is_own_export(out: Path, workspace: Workspace) -> bool:
     with contextlib.suppress(CurateError, OSError, KeyError):
         record = workspace.read_record("export")
@@ -169,8 +175,13 @@ def run_export(context: StageContext) -> dict[str, Any]:
         card = dataset_card(config, workspace, class_counts)
         atomic_write_text(temp / CARD, card)
         _replace_folder(temp, out)
-    except BaseException:
+    except BaseException as error:
         shutil.rmtree(temp, ignore_errors=True)
+        if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise CurateError(f"no space left on the device of {out.parent} while exporting "
+                              f"{len(sample_ids):,} PNG files; the partial export was removed and "
+                              f"{'the previous export is unchanged' if out.exists() else 'nothing was left in place'}. "
+                              "Free some space, or pass another --out.") from None
         raise
 
     # A copy in the workspace keeps the manifest and card under the stage's digests.
