@@ -51,13 +51,16 @@ def run_all(*, config: Config, workspace: Workspace, reporter: Reporter, decisio
     current, e.g. to save the config.
     """
     started = time.perf_counter()
+    # Validate the decision file before hours of work, not after.
     if decisions_path is not None:
         decisions_path = decisions_path.expanduser().absolute()
-        read_decisions(decisions_path)  # validate before hours of work, not after
+        read_decisions(decisions_path)
+    elif workspace_decisions_path(workspace).exists():
+        read_decisions(workspace_decisions_path(workspace))
     check_export_target(export_dir(config, workspace), workspace, overwrite=overwrite)
     names = list(STAGES)
     options = {"decisions": str(decisions_path or workspace_decisions_path(workspace)), "overwrite": overwrite}
-    check_can_run(names, config=config, workspace=workspace, options=options)
+    check_can_run(names, config=config, workspace=workspace, options=options, force=force)
 
     result = ChainResult()
     with workspace.locked(command_line()) as lock:

@@ -109,7 +109,7 @@ def _run_stages(names: list[str], *, workspace: Path, config_file: Path | None, 
     reporter = _reporter(verbose, quiet)
     ws = Workspace(workspace)
     config = resolve_config(ws, config_file, overrides)
-    check_can_run(names, config=config, workspace=ws, options=options)
+    check_can_run(names, config=config, workspace=ws, options=options, force=force)
     outcomes = []
     with ws.locked(command_line()) as lock:
         if lock.recovered_from:

@@ -247,13 +247,25 @@ def write_pngs(root: Path, relative_paths: list[str], images: np.ndarray, *, com
             return
         # spawn, not fork: forking a process that runs torch's threads can deadlock.
         context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=n_workers, mp_context=context, initializer=_exit_with_parent,
-                                 initargs=(os.getpid(),)) as pool:
-            for n_written in pool.map(_write_png_chunk, *zip(*chunks)):
+        pool = ProcessPoolExecutor(max_workers=n_workers, mp_context=context, initializer=_prepare_worker,
+                                   initargs=(os.getpid(),))
+        try:
+            # Ctrl-C sends SIGINT to the whole process group. Workers started while
+            # it is ignored inherit that through exec, even while still importing,
+            # so only this process reacts: it stops the pool and reports once.
+            previous_handler = signal.signal(signal.SIGINT, signal.SIG_IGN)
+            try:
+                results = pool.map(_write_png_chunk, *zip(*chunks))
+            finally:
+                signal.signal(signal.SIGINT, previous_handler)
+            for n_written in results:
                 progress.advance(task, n_written)
+        finally:
+            # On an error or Ctrl-C, drop the chunks not started instead of writing them all first.
+            pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _exit_with_parent(parent_pid: int) -> None:
+def _prepare_worker(parent_pid: int) -> None:
     """Have Linux kill this worker when the exporting process dies, so that kill -9 leaves no idle workers.
 
     Without it, workers of a killed export wait on their task queue forever.

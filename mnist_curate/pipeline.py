@@ -326,7 +326,7 @@ def run_stage(name: str, *, config: Config, workspace: Workspace, reporter: Repo
 
 
 def check_can_run(names: list[str], *, config: Config, workspace: Workspace,
-                  options: dict[str, Any] | None = None) -> None:
+                  options: dict[str, Any] | None = None, force: bool = False) -> None:
     """Fail early, before the workspace is touched, when stages that must compute cannot.
 
     Checks that every stage these stages read from, other than the ones in
@@ -337,7 +337,7 @@ def check_can_run(names: list[str], *, config: Config, workspace: Workspace,
     from mnist_curate.data import load_mnist, resolve_device
 
     states = stage_states(config, workspace, options, verify=False)
-    pending = [name for name in names if states[name].state != "done"]
+    pending = [name for name in names if force or states[name].state != "done"]
     if not pending:
         return
     for name in names:

@@ -169,6 +169,8 @@ def run_relabel(context: StageContext) -> dict[str, Any]:
     """Apply the decision file and write the curated labels; return the stage's figures."""
     reporter = context.reporter
     path, decisions = load_decisions_for(context.workspace, context.options)
+    if not decisions:
+        reporter.warn(f"{path} contains no decisions, so every curated label equals the given label")
     result = apply_decisions(context.data, decisions)
     if result.ignored:
         reporter.warn(f"{len(result.ignored)} decision(s) in {path} name samples outside this run's "
