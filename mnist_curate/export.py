@@ -44,7 +44,8 @@ from mnist_curate.data import SPLITS
 from mnist_curate.errors import BadInputError, CurateError
 from mnist_curate.pipeline import StageContext
 from mnist_curate.relabel import CLASS_NAMES, load_relabel
-from mnist_curate.workspace import TEMP_MARK, StageRecord, Workspace, atomic_write_text, file_digest
+from mnist_curate.workspace import (TEMP_MARK, StageRecord, Workspace, atomic_write_text, file_digest,
+                                    interrupts_deferred)
 
 DEFAULT_EXPORT_NAME = "curated-mnist"
 MANIFEST = "manifest.csv"
@@ -128,9 +129,14 @@ def precheck_export(config: Config, workspace: Workspace, options: dict[str, Any
 
 
 def _is_own_export(out: Path, workspace: Workspace) -> bool:
+    """Tell whether ``out`` contains this workspace's last export, by its manifest's digest.
+
+    The digest, not the folder's path, decides, so that the export of a
+    workspace that was copied or moved (with its export) counts too.
+    """
     with contextlib.suppress(CurateError, OSError, KeyError):
         record = workspace.read_record("export")
-        if record is not None and Path(record.figures["out"]) == out:
+        if record is not None:
             return file_digest(out / MANIFEST) == record.figures["manifest_blake2b"]
     return False
 
@@ -200,14 +206,16 @@ def run_export(context: StageContext) -> dict[str, Any]:
 
 def _replace_folder(temp: Path, out: Path) -> None:
     """Move a finished export into place; an existing folder is swapped out only now."""
-    if out.exists():
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        os.replace(out, old)
-        os.replace(temp, out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(temp, out)
+    with interrupts_deferred():
+        if out.exists():
+            old = out.with_name(f".{out.name}.old-{os.getpid()}")
+            os.replace(out, old)
+            os.replace(temp, out)
+        else:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(temp, out)
+            return
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def _remove_abandoned_temporaries(out: Path) -> None:

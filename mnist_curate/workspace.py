@@ -26,8 +26,10 @@ import io
 import json
 import os
 import shutil
+import signal
 import socket
 import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -90,6 +92,26 @@ def _fsync_dir(folder: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+@contextlib.contextmanager
+def interrupts_deferred() -> Iterator[None]:
+    """Hold Ctrl-C until the block ends, so that the renames that commit a result are never cut in half.
+
+    Python runs signal handlers in the main thread only, so elsewhere the
+    block runs unchanged.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if received and callable(previous):
+        previous(signal.SIGINT, None)
 
 
 def file_digest(path: Path) -> str:
@@ -320,18 +342,19 @@ class Workspace:
     def commit_stage(self, temp: Path, record: StageRecord) -> StageRecord:
         """Move a finished stage's temporary folder into place, then write its record."""
         record.outputs = describe_outputs(temp)
-        with contextlib.suppress(FileNotFoundError):
-            self.record_path(record.stage).unlink()
-        final = self.stage_dir(record.stage)
-        if final.exists():
-            old = self.root / f".{record.stage}.old-{os.getpid()}"
-            os.replace(final, old)
-            os.replace(temp, final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(temp, final)
-        _fsync_dir(self.root)
-        atomic_write_json(self.record_path(record.stage), record.__dict__)
+        with interrupts_deferred():
+            with contextlib.suppress(FileNotFoundError):
+                self.record_path(record.stage).unlink()
+            final = self.stage_dir(record.stage)
+            if final.exists():
+                old = self.root / f".{record.stage}.old-{os.getpid()}"
+                os.replace(final, old)
+                os.replace(temp, final)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(temp, final)
+            _fsync_dir(self.root)
+            atomic_write_json(self.record_path(record.stage), record.__dict__)
         return record
 
     def forget_stage(self, stage: str) -> None:

@@ -1,4 +1,4 @@
-"""Bad input through the CLI: exit code 2, a message that says what, where and the fix, and no change.
+"""Bad input through the CLI: exit code 2, a message that names what, where and the fix, and no change.
 
 Each case runs a real command on a private copy of a workspace where every
 stage has run, and compares the workspace's files (names and digests)
