@@ -331,11 +331,13 @@ def check_can_run(names: list[str], *, config: Config, workspace: Workspace,
 
     Checks that every stage these stages read from, other than the ones in
     ``names``, has run; that the device exists; and, when a stage that reads
-    MNIST must compute, that the data files are present and intact. The data
-    stays in the process cache, so the stage does not read it again.
+    MNIST must compute, that the files in ``data.dir`` are present and intact.
+    The data stays in the process cache, so the stage does not read it again.
+    Without ``data.dir`` the stage downloads MNIST, so nothing is checked here.
     """
     from mnist_curate.data import load_mnist, resolve_device
 
+    workspace.check_is_folder()
     states = stage_states(config, workspace, options, verify=False)
     pending = [name for name in names if force or states[name].state != "done"]
     if not pending:
@@ -348,7 +350,7 @@ def check_can_run(names: list[str], *, config: Config, workspace: Workspace,
         if STAGES[name].precheck:
             _load(STAGES[name].precheck)(config, workspace, options or {})
     resolve_device(config.device)
-    if any(STAGES[name].reads_data for name in pending):
+    if config.data.dir and any(STAGES[name].reads_data for name in pending):
         _cached_data(config, load_mnist)
 
 

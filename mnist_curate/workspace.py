@@ -257,10 +257,14 @@ class Workspace:
     def exists(self) -> bool:
         return self.root.is_dir()
 
-    def check_writable(self) -> None:
+    def check_is_folder(self) -> None:
+        """Raise BadInputError when the workspace path exists but is not a folder (creates nothing)."""
         if self.root.exists() and not self.root.is_dir():
             raise BadInputError(f"workspace path {self.root} exists and is not a folder; "
                                 "pass another --workspace")
+
+    def check_writable(self) -> None:
+        self.check_is_folder()
         try:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as error:
