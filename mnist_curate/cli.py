@@ -137,18 +137,14 @@ def command_boundary(function: Callable[..., None]) -> Callable[..., None]:
         except CurateError as error:
             _print_error(console, str(error))
             raise typer.Exit(error.exit_code) from None
-        except OSError as error:
-            if error.errno not in (errno.ENOSPC, errno.EDQUOT):
+        except Exception as error:  # noqa: BLE001 - the boundary that turns any failure into an exit code
+            if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+                where = f" while writing {error.filename}" if error.filename else ""
+                _print_error(console, f"no space left on the device{where}; a stage that fails keeps no partial "
+                                      "result. Free some space and rerun the same command.")
+            else:
                 _print_error(console, f"unexpected failure: {type(error).__name__}: {error}. "
                                       "Rerun with --verbose for the traceback.")
-                raise typer.Exit(EXIT_FAILURE) from None
-            where = f" while writing {error.filename}" if error.filename else ""
-            _print_error(console, f"no space left on the device{where}; the interrupted stage kept no "
-                                  "partial result. Free some space and rerun the same command.")
-            raise typer.Exit(EXIT_FAILURE) from None
-        except Exception as error:  # noqa: BLE001 - the boundary that turns any failure into an exit code
-            _print_error(console, f"unexpected failure: {type(error).__name__}: {error}. "
-                                  "Rerun with --verbose for the traceback.")
             raise typer.Exit(EXIT_FAILURE) from None
 
     return wrapper
