@@ -94,6 +94,40 @@ def _fsync_dir(folder: Path) -> None:
             os.close(fd)
 
 
+_interrupt_received = False
+
+
+def raise_interrupt(signum: int, frame: Any) -> None:
+    """Handle SIGINT: remember it, then raise KeyboardInterrupt as Python's default handler does.
+
+    A library may swallow the KeyboardInterrupt (matplotlib 3's pyplot import,
+    seen here, catches it when Ctrl-C lands mid-import), so ``commit_stage``
+    checks the flag and never commits the result of an interrupted stage.
+    """
+    global _interrupt_received
+    _interrupt_received = True
+    raise KeyboardInterrupt
+
+
+def interrupt_received() -> bool:
+    return _interrupt_received
+
+
+@contextlib.contextmanager
+def handling_interrupts() -> Iterator[None]:
+    """Install ``raise_interrupt`` for SIGINT for the block, with the flag cleared (main thread only)."""
+    global _interrupt_received
+    _interrupt_received = False
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, raise_interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 @contextlib.contextmanager
 def interrupts_deferred() -> Iterator[None]:
     """Hold Ctrl-C until the block ends, so that the renames that commit a result are never cut in half.
@@ -345,6 +379,8 @@ class Workspace:
 
     def commit_stage(self, temp: Path, record: StageRecord) -> StageRecord:
         """Move a finished stage's temporary folder into place, then write its record."""
+        if _interrupt_received:
+            raise KeyboardInterrupt
         record.outputs = describe_outputs(temp)
         with interrupts_deferred():
             with contextlib.suppress(FileNotFoundError):

@@ -325,3 +325,33 @@ def test_full_disk_during_export_leaves_nothing(runner, curated_copy, small_tmpf
     assert list(small_tmpfs.iterdir()) == [], "no partial export or temporary folder may stay behind"
     assert snapshot(curated_copy) == before
     assert leftovers(curated_copy) == []
+
+
+# Hand edits of the decision file while a command merges into it ------------------------------------
+
+def test_hand_edit_during_candidate_merge_is_kept(scored_copy, monkeypatch):
+    from mnist_curate import chain
+    from mnist_curate.decisions import read_decisions
+    from mnist_curate.ui import Reporter
+    from mnist_curate.workspace import Workspace
+
+    workspace = Workspace(scored_copy)
+    path = scored_copy / "decisions.yaml"
+    real_merge = chain.merge_decisions
+    n_merges = []
+
+    def merge_while_someone_saves(existing, incoming):
+        n_merges.append(1)
+        if len(n_merges) == 1:
+            path.write_text("version: 1\ndecisions:\n"
+                            "  - {sample_id: test-00000, label: '3', source: manual, note: typed during the merge}\n")
+        return real_merge(existing, incoming)
+
+    monkeypatch.setattr(chain, "merge_decisions", merge_while_someone_saves)
+    chain.accept_candidates(workspace, Reporter(quiet=True))
+
+    decisions = read_decisions(path)
+    assert decisions["test-00000"].note == "typed during the merge"
+    assert decisions["test-00000"].label == "3"
+    assert len(n_merges) == 2
+    assert any(decision.source == "rule" for decision in decisions.values())
