@@ -92,8 +92,8 @@ def accept_candidates(workspace: Workspace, reporter: Reporter) -> dict[str, Any
 
     Human decisions already in the file win over the rule ones. Rule
     decisions for samples that are no longer candidates (after a threshold
-    change) are withdrawn, because they were derived from the old rules and
-    nobody made them; human decisions are never withdrawn. The file is
+    change) are withdrawn, because the old rules made them and no person
+    did; human decisions are never withdrawn. The file is
     rewritten only when a decision was added, changed or withdrawn, so a
     rerun with the same candidates leaves relabel cached.
     """

@@ -380,6 +380,49 @@ def score(
 
 @app.command()
 @command_boundary
+def review(
+    workspace: WorkspaceOption = Path(DEFAULT_WORKSPACE),
+    config_file: ConfigOption = None,
+    port: Annotated[Optional[int], typer.Option(
+        min=1, max=65_535, help="TCP port of the FiftyOne App. (config: review.port)")] = None,
+    address: Annotated[Optional[str], typer.Option(
+        help="Address the App listens on; 0.0.0.0 serves every network interface. (config: review.address)")] = None,
+    remote: Annotated[bool, typer.Option(
+        "--remote", help="Serve the App without opening a browser (e.g. over SSH) and print the tunnel command.")]
+    = False,
+    no_launch: Annotated[bool, typer.Option(
+        "--no-launch", help="Build or update the dataset and exit without serving the App.")] = False,
+    sync: Annotated[bool, typer.Option(
+        "--sync", help="Only merge the review tags in the App's dataset into the decision file, then exit.")] = False,
+    decisions: Annotated[Optional[Path], typer.Option(
+        "--decisions", help="Decision file the tags are merged into (default: WORKSPACE/decisions.yaml).")] = None,
+    data_dir: DataDirOption = None,
+    verbose: VerboseOption = False,
+    quiet: QuietOption = False,
+) -> None:
+    """Review the IDK candidates in the FiftyOne App; your tags are merged into the decision file.
+
+    Tag a sample [bold]IDK[/bold] (unreadable), [bold]keep[/bold] (the given label is right) or
+    [bold]is:N[/bold] (it is really digit N). Ctrl-C ends the review and saves the tags; so does
+    closing the App's last tab.
+
+    Example: [bold]mnist-curate review --remote --port 5151[/bold]
+    """
+    from mnist_curate.review_app import ReviewOptions, default_decisions_path, run_review
+
+    reporter = _reporter(verbose, quiet)
+    ws = Workspace(workspace)
+    overrides = _data_overrides(data_dir, None, None, None) | {"review.port": port, "review.address": address}
+    config = resolve_config(ws, config_file, overrides)
+    options = ReviewOptions(
+        decisions_path=(decisions.expanduser().absolute() if decisions else default_decisions_path(ws)),
+        port=config.review.port, address=config.review.address, remote=remote, launch=not no_launch,
+        sync_only=sync)
+    run_review(ws, config, reporter, options)
+
+
+@app.command()
+@command_boundary
 def status(
     workspace: WorkspaceOption = Path(DEFAULT_WORKSPACE),
     config_file: ConfigOption = None,

@@ -97,6 +97,14 @@ class CandidatesConfig:
 
 
 @dataclass
+class ReviewConfig:
+    port: int = _knob(5151, "TCP port of the FiftyOne App server.", min=1, max=65_535)
+    address: str = _knob(
+        "127.0.0.1", "Address the App server listens on: 127.0.0.1 serves this machine only (reach it from "
+        "elsewhere through an SSH tunnel); 0.0.0.0 serves every network interface.")
+
+
+@dataclass
 class ExportConfig:
     dir: Optional[str] = _knob(
         None, "Folder the curated dataset is exported to. Null means WORKSPACE/curated-mnist.")
@@ -117,6 +125,7 @@ class Config:
     embed: EmbedConfig = field(default_factory=EmbedConfig)
     score: ScoreConfig = field(default_factory=ScoreConfig)
     candidates: CandidatesConfig = field(default_factory=CandidatesConfig)
+    review: ReviewConfig = field(default_factory=ReviewConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
 
     def to_dict(self) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """Our four Brain scores against fiftyone.brain 0.25 on a real FiftyOne dataset (real MongoDB).
 
-FiftyOne runs in a subprocess with a private FIFTYONE_DATABASE_DIR, so the
+FiftyOne runs in a subprocess on a private mongod (FIFTYONE_DATABASE_URI), so the
 test never touches ~/.fiftyone and leaves no mongod behind.
 """
 
@@ -14,6 +14,7 @@ import pytest
 
 from mnist_curate import scores
 from mnist_curate.embed import load_embed, score_logits
+from mnist_curate.fiftyone_env import start_mongod
 
 BENCHMARKS = Path(__file__).resolve().parent / "benchmarks"
 N_PARITY_SAMPLES = 300
@@ -29,10 +30,17 @@ def parity(scored_workspace, tmp_path_factory):
     labels, embeddings = arrays["labels"][rows], arrays["embeddings"][rows]
     np.savez(folder / "inputs.npz", logits=logits, labels=labels, embeddings=embeddings)
 
-    environment = os.environ | {"FIFTYONE_DATABASE_DIR": str(folder / "db"), "FIFTYONE_DO_NOT_TRACK": "true"}
-    completed = subprocess.run(
-        [sys.executable, str(BENCHMARKS / "brain_reference.py"), str(folder / "inputs.npz"), str(folder / "brain.npz")],
-        env=environment, capture_output=True, text=True, timeout=600)
+    # A private mongod, because FiftyOne's own database service would attach to
+    # any FiftyOne database that this user already runs.
+    server = start_mongod(folder / "db")
+    try:
+        environment = os.environ | {"FIFTYONE_DATABASE_URI": server.uri, "FIFTYONE_DO_NOT_TRACK": "true"}
+        completed = subprocess.run(
+            [sys.executable, str(BENCHMARKS / "brain_reference.py"), str(folder / "inputs.npz"),
+             str(folder / "brain.npz")],
+            env=environment, capture_output=True, text=True, timeout=600)
+    finally:
+        server.stop()
     assert completed.returncode == 0, completed.stderr[-3000:]
 
     brain = dict(np.load(folder / "brain.npz"))

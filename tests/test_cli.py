@@ -8,7 +8,7 @@ import yaml
 
 from conftest import SMALL_RUN, invoke
 
-COMMANDS = ["train", "embed", "score", "status", "relabel", "export", "all"]
+COMMANDS = ["train", "embed", "score", "review", "status", "relabel", "export", "all"]
 
 
 def test_root_help_lists_every_command(runner):
