@@ -113,6 +113,12 @@ def interrupt_received() -> bool:
     return _interrupt_received
 
 
+def forget_interrupt() -> None:
+    """Clear the SIGINT flag, for code that handles Ctrl-C as a normal end (the review)."""
+    global _interrupt_received
+    _interrupt_received = False
+
+
 @contextlib.contextmanager
 def handling_interrupts() -> Iterator[None]:
     """Install ``raise_interrupt`` for SIGINT for the block, with the flag cleared (main thread only)."""
