@@ -20,13 +20,17 @@ from rich.table import Table
 
 from mnist_curate.config import Config
 from mnist_curate.data import SPLITS
+from mnist_curate.decisions import file_digest as decisions_file_digest
 from mnist_curate.decisions import merge_decisions, read_decisions, rule_decisions, write_decisions
-from mnist_curate.errors import BadInputError
+from mnist_curate.errors import BadInputError, CurateError
 from mnist_curate.export import check_export_target, export_dir
 from mnist_curate.pipeline import STAGES, StageOutcome, check_can_run, run_stage
 from mnist_curate.relabel import workspace_decisions_path
 from mnist_curate.ui import Reporter, format_duration
 from mnist_curate.workspace import Workspace, command_line
+
+# Passes over WORKSPACE/decisions.yaml before giving up when it changes during every merge.
+MERGE_ATTEMPTS = 3
 
 
 @dataclass
@@ -51,15 +55,18 @@ def run_all(*, config: Config, workspace: Workspace, reporter: Reporter, decisio
     current, e.g. to save the config.
     """
     started = time.perf_counter()
+    # Validate the decision file before hours of work, not after.
     if decisions_path is not None:
         decisions_path = decisions_path.expanduser().absolute()
-        read_decisions(decisions_path)  # validate before hours of work, not after
+        read_decisions(decisions_path)
+    elif workspace_decisions_path(workspace).exists():
+        read_decisions(workspace_decisions_path(workspace))
     check_export_target(export_dir(config, workspace), workspace, overwrite=overwrite)
     names = list(STAGES)
-    check_can_run(names, config=config, workspace=workspace)
+    options = {"decisions": str(decisions_path or workspace_decisions_path(workspace)), "overwrite": overwrite}
+    check_can_run(names, config=config, workspace=workspace, options=options, force=force)
 
     result = ChainResult()
-    options = {"decisions": str(decisions_path or workspace_decisions_path(workspace)), "overwrite": overwrite}
     with workspace.locked(command_line()) as lock:
         if lock.recovered_from:
             reporter.warn(f"recovered a stale workspace lock left by {lock.recovered_from.describe()}")
@@ -100,11 +107,20 @@ def accept_candidates(workspace: Workspace, reporter: Reporter) -> dict[str, Any
     incoming = rule_decisions(sample_ids[candidate_mask].tolist(), reasons=reasons)
 
     path = workspace_decisions_path(workspace)
-    existing = read_decisions(path) if path.exists() else {}
     candidate_ids = {decision.sample_id for decision in incoming}
-    withdrawn = sorted(sample_id for sample_id, decision in existing.items()
-                       if decision.source == "rule" and sample_id not in candidate_ids)
-    merged = merge_decisions({k: v for k, v in existing.items() if k not in withdrawn}, incoming)
+    for _attempt in range(MERGE_ATTEMPTS):
+        read_digest = _digest_or_none(path)
+        existing = read_decisions(path) if read_digest else {}
+        withdrawn = sorted(sample_id for sample_id, decision in existing.items()
+                           if decision.source == "rule" and sample_id not in candidate_ids)
+        merged = merge_decisions({k: v for k, v in existing.items() if k not in withdrawn}, incoming)
+        # A hand edit saved while this merge ran is merged on the next pass instead of being overwritten.
+        # NOTE: an edit saved between this check and the rename (microseconds) still only reaches the backup.
+        if _digest_or_none(path) == read_digest:
+            break
+    else:
+        raise CurateError(f"{path} kept changing while the candidates were merged into it; "
+                          "rerun once nobody is editing it")
     backup = None
     if merged.modified or withdrawn or not path.exists():
         backup = write_decisions(path, merged.decisions)
@@ -117,6 +133,13 @@ def accept_candidates(workspace: Workspace, reporter: Reporter) -> dict[str, Any
     return {"source": "accepted candidates", "path": str(path), "n_candidates": len(incoming),
             "added": len(merged.added), "changed": len(merged.changed), "unchanged": len(merged.unchanged),
             "kept": len(merged.kept), "withdrawn": len(withdrawn)}
+
+
+def _digest_or_none(path: Path) -> str | None:
+    try:
+        return decisions_file_digest(path)
+    except FileNotFoundError:
+        return None
 
 
 # Summary ---------------------------------------------------------------------------

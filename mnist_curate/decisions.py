@@ -32,7 +32,6 @@ import gc
 import hashlib
 import io
 import json
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -41,7 +40,7 @@ import yaml
 
 from mnist_curate.data import SPLITS, parse_sample_id
 from mnist_curate.errors import BadInputError
-from mnist_curate.workspace import atomic_write_text
+from mnist_curate.workspace import atomic_write_bytes, atomic_write_text
 
 FORMAT_VERSION = 1
 IDK = "IDK"
@@ -464,9 +463,7 @@ def write_decisions(path: Path, decisions: dict[str, Decision]) -> Path | None:
     backup = None
     if path.exists():
         backup = path.with_name(path.name + BACKUP_SUFFIX)
-        temp_backup = backup.with_name(f".{backup.name}.tmp")
-        shutil.copy2(path, temp_backup)
-        temp_backup.replace(backup)
+        atomic_write_bytes(backup, path.read_bytes())
     atomic_write_text(path, text)
     return backup
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import ctypes
+import errno
 import io
 import multiprocessing
 import os
@@ -43,7 +44,8 @@ from mnist_curate.data import SPLITS
 from mnist_curate.errors import BadInputError, CurateError
 from mnist_curate.pipeline import StageContext
 from mnist_curate.relabel import CLASS_NAMES, load_relabel
-from mnist_curate.workspace import TEMP_MARK, StageRecord, Workspace, atomic_write_text, file_digest
+from mnist_curate.workspace import (TEMP_MARK, StageRecord, Workspace, atomic_write_text, file_digest,
+                                    interrupts_deferred)
 
 DEFAULT_EXPORT_NAME = "curated-mnist"
 MANIFEST = "manifest.csv"
@@ -121,10 +123,20 @@ def check_export_target(out: Path, workspace: Workspace, *, overwrite: bool) -> 
                         "or another --out")
 
 
+def precheck_export(config: Config, workspace: Workspace, options: dict[str, Any]) -> None:
+    """Reject an export target that the export would not be allowed to replace."""
+    check_export_target(export_dir(config, workspace), workspace, overwrite=bool(options.get("overwrite")))
+
+
 def _is_own_export(out: Path, workspace: Workspace) -> bool:
+    """Tell whether ``out`` contains this workspace's last export, by its manifest's digest.
+
+    The digest, not the folder's path, decides, so that the export of a
+    workspace that was copied or moved (with its export) counts too.
+    """
     with contextlib.suppress(CurateError, OSError, KeyError):
         record = workspace.read_record("export")
-        if record is not None and Path(record.figures["out"]) == out:
+        if record is not None:
             return file_digest(out / MANIFEST) == record.figures["manifest_blake2b"]
     return False
 
@@ -176,8 +188,13 @@ def run_export(context: StageContext) -> dict[str, Any]:
         card = dataset_card(config, workspace, class_counts)
         atomic_write_text(temp / CARD, card)
         _replace_folder(temp, out)
-    except BaseException:
+    except BaseException as error:
         shutil.rmtree(temp, ignore_errors=True)
+        if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise CurateError(f"no space left on the device of {out.parent} while exporting "
+                              f"{len(sample_ids):,} PNG files; the partial export was removed and "
+                              f"{'the previous export is unchanged' if out.exists() else 'nothing was left in place'}. "
+                              "Free some space, or pass another --out.") from None
         raise
 
     # A copy in the workspace keeps the manifest and card under the stage's digests.
@@ -234,14 +251,16 @@ def link_previous_pngs(out: Path, temp: Path, sample_ids: np.ndarray, relative_p
 
 def _replace_folder(temp: Path, out: Path) -> None:
     """Move a finished export into place; an existing folder is swapped out only now."""
-    if out.exists():
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        os.replace(out, old)
-        os.replace(temp, out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(temp, out)
+    with interrupts_deferred():
+        if out.exists():
+            old = out.with_name(f".{out.name}.old-{os.getpid()}")
+            os.replace(out, old)
+            os.replace(temp, out)
+        else:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(temp, out)
+            return
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def _remove_abandoned_temporaries(out: Path) -> None:
@@ -283,13 +302,25 @@ def write_pngs(root: Path, relative_paths: list[str], images: np.ndarray, *, com
             return
         # spawn, not fork: forking a process that runs torch's threads can deadlock.
         context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=n_workers, mp_context=context, initializer=_exit_with_parent,
-                                 initargs=(os.getpid(),)) as pool:
-            for n_written in pool.map(_write_png_chunk, *zip(*chunks)):
+        pool = ProcessPoolExecutor(max_workers=n_workers, mp_context=context, initializer=_prepare_worker,
+                                   initargs=(os.getpid(),))
+        try:
+            # Ctrl-C sends SIGINT to the whole process group. Workers started while
+            # it is ignored inherit that through exec, even while still importing,
+            # so only this process reacts: it stops the pool and reports once.
+            previous_handler = signal.signal(signal.SIGINT, signal.SIG_IGN)
+            try:
+                results = pool.map(_write_png_chunk, *zip(*chunks))
+            finally:
+                signal.signal(signal.SIGINT, previous_handler)
+            for n_written in results:
                 progress.advance(task, n_written)
+        finally:
+            # On an error or Ctrl-C, drop the chunks not started instead of writing them all first.
+            pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _exit_with_parent(parent_pid: int) -> None:
+def _prepare_worker(parent_pid: int) -> None:
     """Have Linux kill this worker when the exporting process dies, so that kill -9 leaves no idle workers.
 
     Without it, workers of a killed export wait on their task queue forever.

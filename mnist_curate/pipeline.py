@@ -44,6 +44,11 @@ class Stage:
     # kept outside the workspace (the export folder); a returned problem
     # makes the stage corrupt, so the next run recomputes it.
     verify: str | None = None
+    # Whether the runner loads MNIST, so that check_can_run verifies the data first.
+    reads_data: bool = False
+    # "module:function(config, workspace, options)" that check_can_run calls
+    # to reject bad input (such as the export target) before the lock is taken.
+    precheck: str | None = None
 
     def load_runner(self) -> Callable[["StageContext"], dict[str, Any]]:
         return _load(self.runner)
@@ -69,6 +74,7 @@ STAGES: dict[str, Stage] = {
             upstream=(),
             config_keys=("seed", "data.limit", "train"),
             runner="mnist_curate.train:run_train",
+            reads_data=True,
             key_figures=("test_accuracy", "oof_accuracy", "samples_per_s"),
             inputs="mnist_curate.pipeline:data_inputs",
         ),
@@ -78,6 +84,7 @@ STAGES: dict[str, Stage] = {
             upstream=("train",),
             config_keys=("embed",),
             runner="mnist_curate.embed:run_embed",
+            reads_data=True,
             key_figures=("n_samples", "n_misclassified"),
         ),
         Stage(
@@ -104,6 +111,7 @@ STAGES: dict[str, Stage] = {
             upstream=(),
             config_keys=("seed", "data.limit"),
             runner="mnist_curate.relabel:run_relabel",
+            reads_data=True,
             key_figures=("n_applied", "n_idk", "n_ignored"),
             inputs="mnist_curate.relabel:relabel_inputs",
         ),
@@ -113,9 +121,11 @@ STAGES: dict[str, Stage] = {
             upstream=("relabel", "candidates"),
             config_keys=("seed", "data.limit", "export.png_compress_level"),
             runner="mnist_curate.export:run_export",
+            reads_data=True,
             key_figures=("out", "n_files"),
             inputs="mnist_curate.export:export_inputs",
             verify="mnist_curate.export:verify_export",
+            precheck="mnist_curate.export:precheck_export",
         ),
     )
 }
@@ -315,20 +325,33 @@ def run_stage(name: str, *, config: Config, workspace: Workspace, reporter: Repo
     return StageOutcome(name, True, record, time.perf_counter() - started)
 
 
-def check_can_run(names: list[str], *, config: Config, workspace: Workspace) -> None:
+def check_can_run(names: list[str], *, config: Config, workspace: Workspace,
+                  options: dict[str, Any] | None = None, force: bool = False) -> None:
     """Fail early, before the workspace is touched, when stages that must compute cannot.
 
-    Checks that the data folder holds the MNIST files and that the device
-    exists; content is verified later, when a stage loads the data.
+    Checks that every stage these stages read from, other than the ones in
+    ``names``, has run; that the device exists; and, when a stage that reads
+    MNIST must compute, that the files in ``data.dir`` are present and intact.
+    The data stays in the process cache, so the stage does not read it again.
+    Without ``data.dir`` the stage downloads MNIST, so nothing is checked here.
     """
-    from mnist_curate.data import locate_files, resolve_device
+    from mnist_curate.data import load_mnist, resolve_device
 
-    states = stage_states(config, workspace, verify=False)
-    if all(states[name].state == "done" for name in names):
+    workspace.check_is_folder()
+    states = stage_states(config, workspace, options, verify=False)
+    pending = [name for name in names if force or states[name].state != "done"]
+    if not pending:
         return
-    if config.data.dir:
-        locate_files(Path(config.data.dir).expanduser())
+    for name in names:
+        blocking = [states[u] for u in _all_upstream(STAGES[name]) if u not in names and states[u].state != "done"]
+        if blocking:
+            raise PrerequisiteError(prerequisite_message(STAGES[name], blocking))
+    for name in pending:
+        if STAGES[name].precheck:
+            _load(STAGES[name].precheck)(config, workspace, options or {})
     resolve_device(config.device)
+    if config.data.dir and any(STAGES[name].reads_data for name in pending):
+        _cached_data(config, load_mnist)
 
 
 def _all_upstream(stage: Stage) -> list[str]:

@@ -137,13 +137,19 @@ def load_decisions_for(workspace: Workspace, options: dict[str, Any]) -> tuple[P
 
 
 def choose_decisions(workspace: Workspace, given: Path | None) -> Path:
-    """Return the decision file of the relabel command: the given one, else WORKSPACE/decisions.yaml."""
+    """Return the decision file of the relabel command: the given one, else WORKSPACE/decisions.yaml.
+
+    The file is validated here, before the command takes the workspace lock,
+    so that an invalid file leaves the workspace as it was.
+    """
     if given is not None:
-        return given.expanduser().absolute()
-    default = workspace_decisions_path(workspace)
-    if not default.is_file():
-        raise BadInputError(no_decisions_message(workspace))
-    return default
+        path = given.expanduser().absolute()
+    else:
+        path = workspace_decisions_path(workspace)
+        if not path.is_file():
+            raise BadInputError(no_decisions_message(workspace))
+    read_decisions(path)
+    return path
 
 
 def dry_run_relabel(config: Config, workspace: Workspace, options: dict[str, Any], reporter: Reporter) -> dict[str, Any]:
@@ -163,6 +169,8 @@ def run_relabel(context: StageContext) -> dict[str, Any]:
     """Apply the decision file and write the curated labels; return the stage's figures."""
     reporter = context.reporter
     path, decisions = load_decisions_for(context.workspace, context.options)
+    if not decisions:
+        reporter.warn(f"{path} contains no decisions, so every curated label equals the given label")
     result = apply_decisions(context.data, decisions)
     if result.ignored:
         reporter.warn(f"{len(result.ignored)} decision(s) in {path} name samples outside this run's "

@@ -703,6 +703,8 @@ class SyncResult:
     unchanged: list[str] = field(default_factory=list)
     kept: list[str] = field(default_factory=list)
     conflicts: list[Verdict] = field(default_factory=list)
+    # Tags that name another label than a hand-written ("manual") decision in the file; the file's one is kept.
+    hand_edits: list[tuple[Verdict, str]] = field(default_factory=list)
     untagged: list[str] = field(default_factory=list)  # review decisions whose tags were removed since the last sync
     misspelt: dict[str, list[str]] = field(default_factory=dict)  # tag -> sample ids
     backup: Path | None = None
@@ -743,6 +745,10 @@ def sync_tags(dataset: Any, decisions_path: Path, reporter: Reporter, *, update_
             # Re-sending it would only rewrite its timestamp.
             result.unchanged.append(sample_id)
             continue
+        if current is not None and current.source == "manual":
+            # Someone edited the file by hand, maybe while the App was open; a tag must not overwrite that.
+            result.hand_edits.append((verdict, current.label))
+            continue
         incoming.append(Decision(sample_id, verdict.label, "review", decided_at=decided_at))
 
     merged = merge_decisions(existing, incoming)
@@ -780,7 +786,7 @@ def _update_decision_fields(dataset: Any, sample_ids: list[str], decisions: dict
 def report_sync(result: SyncResult, reporter: Reporter) -> None:
     where = f"{result.path}" + (f" (previous version in {result.backup.name})" if result.backup else "")
     counts = (f"{len(result.added)} added, {len(result.changed)} changed, {len(result.unchanged)} unchanged, "
-              f"{len(result.conflicts)} conflicts")
+              f"{len(result.conflicts) + len(result.hand_edits)} conflicts")
     if result.written:
         reporter.info(f"[green]review sync[/green]: {counts}; wrote {where}")
     else:
@@ -790,6 +796,12 @@ def report_sync(result: SyncResult, reporter: Reporter) -> None:
                       "undecided. Remove one of the tags in the App and sync again.")
     if len(result.conflicts) > 20:
         reporter.warn(f"... and {len(result.conflicts) - 20} more conflicts (see the 'decided so far' view)")
+    for verdict, file_label in result.hand_edits[:20]:
+        reporter.warn(f"conflict on {verdict.sample_id}: its tags say {verdict.label}, but the hand-written "
+                      f"(manual) decision in {result.path} says {file_label}; the file's decision is kept. Change "
+                      "the tags in the App or the entry in the file, then sync again.")
+    if len(result.hand_edits) > 20:
+        reporter.warn(f"... and {len(result.hand_edits) - 20} more tags that differ from hand-written decisions")
     if result.kept:
         reporter.info(f"{len(result.kept)} human decisions were kept against rule decisions")
     if result.untagged:

@@ -25,7 +25,7 @@ from mnist_curate.review import (CANDIDATES_VIEW, DIGIT_TAG_PREFIX, IDK_TAG, KEE
                                  decisions_digest, describe_build, load_workspace_dataset, read_state, report_sync,
                                  sync_tags, write_state)
 from mnist_curate.ui import Reporter
-from mnist_curate.workspace import Workspace, command_line
+from mnist_curate.workspace import Workspace, command_line, forget_interrupt
 
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
 
@@ -121,7 +121,8 @@ def serve_app(fo: Any, dataset: Any, reporter: Reporter, options: ReviewOptions)
             # A remote session has no browser tab to wait for; a local one ends when its last tab closes.
             session.wait(-1 if remote else 3)
     except KeyboardInterrupt:
-        pass
+        # Ctrl-C is how a review ends, not an interruption of the command.
+        forget_interrupt()
     finally:
         reporter.info("review ended; saving the tags")
         if session is not None:

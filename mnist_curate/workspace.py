@@ -26,8 +26,10 @@ import io
 import json
 import os
 import shutil
+import signal
 import socket
 import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -90,6 +92,66 @@ def _fsync_dir(folder: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+_interrupt_received = False
+
+
+def raise_interrupt(signum: int, frame: Any) -> None:
+    """Handle SIGINT: remember it, then raise KeyboardInterrupt as Python's default handler does.
+
+    A library may swallow the KeyboardInterrupt (matplotlib 3's pyplot import,
+    seen here, catches it when Ctrl-C lands mid-import), so ``commit_stage``
+    checks the flag and never commits the result of an interrupted stage.
+    """
+    global _interrupt_received
+    _interrupt_received = True
+    raise KeyboardInterrupt
+
+
+def interrupt_received() -> bool:
+    return _interrupt_received
+
+
+def forget_interrupt() -> None:
+    """Clear the SIGINT flag, for code that handles Ctrl-C as a normal end (the review)."""
+    global _interrupt_received
+    _interrupt_received = False
+
+
+@contextlib.contextmanager
+def handling_interrupts() -> Iterator[None]:
+    """Install ``raise_interrupt`` for SIGINT for the block, with the flag cleared (main thread only)."""
+    global _interrupt_received
+    _interrupt_received = False
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, raise_interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+@contextlib.contextmanager
+def interrupts_deferred() -> Iterator[None]:
+    """Hold Ctrl-C until the block ends, so that the renames that commit a result are never cut in half.
+
+    Python runs signal handlers in the main thread only, so elsewhere the
+    block runs unchanged.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if received and callable(previous):
+        previous(signal.SIGINT, None)
 
 
 def file_digest(path: Path) -> str:
@@ -235,10 +297,14 @@ class Workspace:
     def exists(self) -> bool:
         return self.root.is_dir()
 
-    def check_writable(self) -> None:
+    def check_is_folder(self) -> None:
+        """Raise BadInputError when the workspace path exists but is not a folder (creates nothing)."""
         if self.root.exists() and not self.root.is_dir():
             raise BadInputError(f"workspace path {self.root} exists and is not a folder; "
                                 "pass another --workspace")
+
+    def check_writable(self) -> None:
+        self.check_is_folder()
         try:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as error:
@@ -319,19 +385,22 @@ class Workspace:
 
     def commit_stage(self, temp: Path, record: StageRecord) -> StageRecord:
         """Move a finished stage's temporary folder into place, then write its record."""
+        if _interrupt_received:
+            raise KeyboardInterrupt
         record.outputs = describe_outputs(temp)
-        with contextlib.suppress(FileNotFoundError):
-            self.record_path(record.stage).unlink()
-        final = self.stage_dir(record.stage)
-        if final.exists():
-            old = self.root / f".{record.stage}.old-{os.getpid()}"
-            os.replace(final, old)
-            os.replace(temp, final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(temp, final)
-        _fsync_dir(self.root)
-        atomic_write_json(self.record_path(record.stage), record.__dict__)
+        with interrupts_deferred():
+            with contextlib.suppress(FileNotFoundError):
+                self.record_path(record.stage).unlink()
+            final = self.stage_dir(record.stage)
+            if final.exists():
+                old = self.root / f".{record.stage}.old-{os.getpid()}"
+                os.replace(final, old)
+                os.replace(temp, final)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(temp, final)
+            _fsync_dir(self.root)
+            atomic_write_json(self.record_path(record.stage), record.__dict__)
         return record
 
     def forget_stage(self, stage: str) -> None:

@@ -41,6 +41,19 @@ def invoke(runner: CliRunner, *args: str | os.PathLike):
     return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
 
 
+def snapshot(workspace: Path) -> dict[str, str]:
+    """Return {relative path: digest} of every file in a workspace except the lock file.
+
+    The lock file is created on first use and emptied on release, and never
+    unlinked, because a lock file that disappears lets two processes hold
+    "the" lock at once.
+    """
+    from mnist_curate.workspace import file_digest
+
+    return {path.relative_to(workspace).as_posix(): file_digest(path)
+            for path in sorted(workspace.rglob("*")) if path.is_file() and path.name != ".lock"}
+
+
 @pytest.fixture(scope="session")
 def trained_workspace(tmp_path_factory, mnist_dir) -> Path:
     """A workspace where train has run on the small subset (shared: copy it before changing it)."""
@@ -74,4 +87,38 @@ def scored_copy(scored_workspace, tmp_path) -> Path:
     """A private copy of the scored workspace."""
     copy = tmp_path / "scored"
     shutil.copytree(scored_workspace, copy, ignore=shutil.ignore_patterns(".lock"))
+    return copy
+
+
+def write_all_sample_decisions(path: Path) -> Path:
+    """Write a decision file with an IDK decision for all 70,000 MNIST samples (about 1 s to read)."""
+    from mnist_curate.data import SPLIT_SIZES, make_sample_ids
+    from mnist_curate.decisions import rule_decisions, write_decisions
+
+    sample_ids = [sample_id for split, size in SPLIT_SIZES.items() for sample_id in make_sample_ids(split, range(size))]
+    write_decisions(path, {d.sample_id: d for d in rule_decisions(sample_ids, decided_at="2026-12-04T20:00:00+00:00")})
+    return path
+
+
+@pytest.fixture(scope="session")
+def curated_workspace(tmp_path_factory, scored_workspace) -> Path:
+    """A copy of the scored workspace where relabel (with a decision for every MNIST sample) and export have run.
+
+    Shared: copy it before changing it. The decision file lies beside the workspace.
+    """
+    root = tmp_path_factory.mktemp("curated")
+    workspace = root / "ws"
+    shutil.copytree(scored_workspace, workspace, ignore=shutil.ignore_patterns(".lock"))
+    decisions = write_all_sample_decisions(root / "all-samples.yaml")
+    for args in (("relabel", "--decisions", decisions), ("export",)):
+        result = invoke(CliRunner(), *args, "-w", workspace)
+        assert result.exit_code == 0, result.output
+    return workspace
+
+
+@pytest.fixture()
+def curated_copy(curated_workspace, tmp_path) -> Path:
+    """A private copy of the curated workspace."""
+    copy = tmp_path / "curated"
+    shutil.copytree(curated_workspace, copy, ignore=shutil.ignore_patterns(".lock"))
     return copy

@@ -352,7 +352,8 @@ def test_failed_export_keeps_old_folder_intact(runner, relabelled, tmp_path, mon
     monkeypatch.setattr(export_module, "dataset_card", fail)
     result = invoke(runner, "export", "-w", relabelled, "--out", out, "--overwrite")
     assert result.exit_code == 1
-    assert "No space left on device" in result.output
+    assert f"no space left on the device of {tmp_path}" in result.output
+    assert "the previous export is unchanged" in result.output
     assert [p.name for p in out.iterdir()] == ["old.txt"]
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
     assert not (relabelled / "stages" / "export.json").exists()

@@ -195,3 +195,20 @@ def test_failed_stage_keeps_no_record_and_no_temp_folder(tmp_path, toy_stages, m
     with workspace.locked("test"):
         pass
     assert not [p for p in workspace.root.iterdir() if ".tmp-" in p.name]
+
+
+def test_ctrl_c_during_commit_waits_for_it(tmp_path, toy_stages, monkeypatch):
+    """A SIGINT that arrives between the renames of a commit is raised only once the record is written."""
+    workspace, config = Workspace(tmp_path / "ws"), Config()
+    real_replace = os.replace
+
+    def replace_then_interrupt(src, dst):
+        real_replace(src, dst)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(os, "replace", replace_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        run_toy(workspace, "first", config)
+    monkeypatch.setattr(os, "replace", real_replace)
+    assert stage_states(config, workspace)["first"].state == "done"
+    assert not [p for p in workspace.root.iterdir() if ".tmp-" in p.name or ".old-" in p.name]
