@@ -9,6 +9,8 @@ human decision already there.
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import time
 from dataclasses import dataclass, field
@@ -21,7 +23,7 @@ from rich.table import Table
 from mnist_curate.config import Config
 from mnist_curate.data import SPLITS
 from mnist_curate.decisions import file_digest as decisions_file_digest
-from mnist_curate.decisions import merge_decisions, read_decisions, rule_decisions, write_decisions
+from mnist_curate.decisions import IDK, merge_decisions, read_decisions, rule_decisions, write_decisions
 from mnist_curate.errors import BadInputError, CurateError
 from mnist_curate.export import check_export_target, export_dir
 from mnist_curate.pipeline import STAGES, StageOutcome, check_can_run, run_stage
@@ -61,7 +63,7 @@ def run_all(*, config: Config, workspace: Workspace, reporter: Reporter, decisio
         read_decisions(decisions_path)
     elif workspace_decisions_path(workspace).exists():
         read_decisions(workspace_decisions_path(workspace))
-    check_export_target(export_dir(config, workspace), workspace, overwrite=overwrite)
+    check_export_target(export_dir(config, workspace), workspace, overwrite=overwrite, data_dir=config.data.dir)
     names = list(STAGES)
     options = {"decisions": str(decisions_path or workspace_decisions_path(workspace)), "overwrite": overwrite}
     check_can_run(names, config=config, workspace=workspace, options=options, force=force)
@@ -111,6 +113,15 @@ def accept_candidates(workspace: Workspace, reporter: Reporter) -> dict[str, Any
     for _attempt in range(MERGE_ATTEMPTS):
         read_digest = _digest_or_none(path)
         existing = read_decisions(path) if read_digest else {}
+        # A rule decision is always IDK, so a rule entry with another label was edited by hand: keep it as manual.
+        hand_edited = sorted(sample_id for sample_id, decision in existing.items()
+                             if decision.source == "rule" and decision.label != IDK)
+        for sample_id in hand_edited:
+            existing[sample_id] = dataclasses.replace(existing[sample_id], source="manual")
+        if hand_edited and _attempt == 0:
+            reporter.warn(f"{len(hand_edited):,} rule decisions in {path} were edited to a digit by hand "
+                          f"({', '.join(hand_edited[:5])}{' ...' if len(hand_edited) > 5 else ''}); they are kept "
+                          "as manual decisions")
         withdrawn = sorted(sample_id for sample_id, decision in existing.items()
                            if decision.source == "rule" and sample_id not in candidate_ids)
         merged = merge_decisions({k: v for k, v in existing.items() if k not in withdrawn}, incoming)
@@ -122,7 +133,7 @@ def accept_candidates(workspace: Workspace, reporter: Reporter) -> dict[str, Any
         raise CurateError(f"{path} kept changing while the candidates were merged into it; "
                           "rerun once nobody is editing it")
     backup = None
-    if merged.modified or withdrawn or not path.exists():
+    if merged.modified or withdrawn or hand_edited or not path.exists():
         backup = write_decisions(path, merged.decisions)
     withdrawn_text = f", {len(withdrawn):,} rule decisions withdrawn (no longer candidates)" if withdrawn else ""
     reporter.warn(f"no --decisions given: the {len(incoming):,} candidates were accepted as IDK without review "

@@ -84,6 +84,9 @@ def read_saved_config(workspace: Workspace) -> dict[str, Any]:
     """Read and check the workspace's saved config; a damaged one names the ways out."""
     try:
         raw = read_config_file(workspace.config_path)
+        if not raw:
+            # save_config always writes every key, so an empty file was truncated or emptied, not saved.
+            raise ConfigError(f"config file {workspace.config_path} is empty")
         config_from_dict(raw, source=str(workspace.config_path))
     except ConfigError as error:
         raise ConfigError(f"{error}\n{workspace.config_path} is the config that the last command saved in the "

@@ -111,7 +111,7 @@ def make_sample_ids(split: str, index: np.ndarray) -> list[str]:
 def parse_sample_id(sample_id: str) -> tuple[str, int] | None:
     """Return (split, index) for a valid MNIST sample id, else None."""
     split, sep, number = sample_id.partition("-")
-    if not sep or split not in SPLIT_SIZES or len(number) != 5 or not number.isdigit():
+    if not sep or split not in SPLIT_SIZES or len(number) != 5 or not (number.isascii() and number.isdigit()):
         return None
     index = int(number)
     return (split, index) if index < SPLIT_SIZES[split] else None

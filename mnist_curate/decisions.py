@@ -424,7 +424,9 @@ def merge_decisions(existing: dict[str, Decision], incoming: Iterable[Decision])
 
     An incoming human ("review" or "manual") decision replaces the existing
     one for its sample. An incoming "rule" decision never replaces a human
-    one (the sample is listed in ``kept``). A rule decision with the same
+    one (the sample is listed in ``kept``). A human decision that confirms a
+    rule decision's label replaces it and counts as changed, because its
+    source changes. A rule decision with the same
     label as the existing one leaves the existing entry as it is, so that
     accepting the same candidates again rewrites nothing. Samples that
     ``incoming`` does not mention stay as they are.
@@ -438,6 +440,10 @@ def merge_decisions(existing: dict[str, Decision], incoming: Iterable[Decision])
         elif decision.source == "rule" and current.is_human:
             result.kept.append(decision.sample_id)
         elif current.label != decision.label:
+            result.decisions[decision.sample_id] = decision
+            result.changed.append(decision.sample_id)
+        elif decision.is_human and not current.is_human:
+            # A person confirmed a rule decision: it becomes theirs, so a later rule change cannot withdraw it.
             result.decisions[decision.sample_id] = decision
             result.changed.append(decision.sample_id)
         else:

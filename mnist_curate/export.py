@@ -100,14 +100,24 @@ def _count_png(folder: Path) -> int:
 
 # Target checks -------------------------------------------------------------------
 
-def check_export_target(out: Path, workspace: Workspace, *, overwrite: bool) -> None:
+def check_export_target(out: Path, workspace: Workspace, *, overwrite: bool, data_dir: str | None = None) -> None:
     """Raise BadInputError when exporting to ``out`` would replace something it must not.
 
     A non-empty folder is replaced only with ``overwrite``, or when it is this
-    workspace's own last export to the same folder, unchanged since.
+    workspace's own last export, unchanged since. The MNIST data folder is
+    never a target, not even with ``overwrite``.
     """
     if out.exists() and not out.is_dir():
         raise BadInputError(f"export target {out} exists and is not a folder; pass another --out")
+    for parent in out.parents:
+        if parent.exists() and not parent.is_dir():
+            raise BadInputError(f"export target {out} is inside {parent}, which is a file; pass another --out")
+    if data_dir:
+        data = Path(data_dir).expanduser().resolve()
+        target = out.resolve()
+        if target == data or data in target.parents or target in data.parents:
+            raise BadInputError(f"export target {out} is, contains or lies inside the MNIST data folder {data}; "
+                                "an export there could replace the data files. Pass another --out.")
     from mnist_curate.pipeline import STAGES
 
     reserved = {workspace.root, workspace.records_dir, *workspace.root.parents,
@@ -125,7 +135,8 @@ def check_export_target(out: Path, workspace: Workspace, *, overwrite: bool) -> 
 
 def precheck_export(config: Config, workspace: Workspace, options: dict[str, Any]) -> None:
     """Reject an export target that the export would not be allowed to replace."""
-    check_export_target(export_dir(config, workspace), workspace, overwrite=bool(options.get("overwrite")))
+    check_export_target(export_dir(config, workspace), workspace, overwrite=bool(options.get("overwrite")),
+                        data_dir=config.data.dir)
 
 
 def _is_own_export(out: Path, workspace: Workspace) -> bool:
@@ -136,8 +147,15 @@ def _is_own_export(out: Path, workspace: Workspace) -> bool:
     """
     with contextlib.suppress(CurateError, OSError, KeyError):
         record = workspace.read_record("export")
-        if record is not None:
-            return file_digest(out / MANIFEST) == record.figures["manifest_blake2b"]
+        if record is None or file_digest(out / MANIFEST) != record.figures["manifest_blake2b"]:
+            return False
+        # Anything the export did not write (a note, an extra PNG) makes the folder the user's.
+        expected_entries = {MANIFEST, CARD, *record.figures["class_counts"]}
+        if {entry.name for entry in out.iterdir()} - expected_entries:
+            return False
+        return all(_count_png(out / split / name) == count and
+                   len(list((out / split / name).iterdir())) == count
+                   for split, counts in record.figures["class_counts"].items() for name, count in counts.items())
     return False
 
 
@@ -147,7 +165,7 @@ def run_export(context: StageContext) -> dict[str, Any]:
     """Write the PNG folder tree, manifest and dataset card; return the stage's figures."""
     config, workspace, reporter = context.config, context.workspace, context.reporter
     out = export_dir(config, workspace)
-    check_export_target(out, workspace, overwrite=bool(context.options.get("overwrite")))
+    check_export_target(out, workspace, overwrite=bool(context.options.get("overwrite")), data_dir=config.data.dir)
 
     data = context.data
     relabel = load_relabel(workspace)

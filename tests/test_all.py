@@ -91,6 +91,21 @@ def test_all_keeps_human_decision_over_candidate(runner, workspace_copy, mnist_d
     assert kept_row["decision_source"] == "review"
 
 
+def test_all_keeps_rule_entry_edited_to_a_digit(runner, workspace_copy, mnist_dir):
+    out = workspace_copy.parent / "curated"
+    run_all(runner, workspace_copy, "--data-dir", mnist_dir, *SMALL_RUN, "--out", out)
+    path = workspace_copy / "decisions.yaml"
+    sample_id = sorted(read_decisions(path))[0]
+    # The user changes the label but leaves `source: rule` as it was.
+    path.write_text(path.read_text().replace(f"{{sample_id: {sample_id}, label: IDK, source: rule",
+                                             f"{{sample_id: {sample_id}, label: 5, source: rule"))
+    result, _ = run_all(runner, workspace_copy)
+    assert "edited to a digit by hand" in result.output
+    kept = read_decisions(path)[sample_id]
+    assert kept.label == "5"
+    assert kept.source == "manual"
+
+
 def test_all_withdraws_rule_decisions_after_threshold_change(runner, workspace_copy, mnist_dir, tmp_path):
     out = workspace_copy.parent / "curated"
     _, first = run_all(runner, workspace_copy, "--data-dir", mnist_dir, *SMALL_RUN, "--out", out)

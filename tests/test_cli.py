@@ -120,3 +120,11 @@ def test_one_fold_on_command_line_exits_2(runner, tmp_path, mnist_dir):
 def test_unknown_option_exits_2(runner, tmp_path):
     result = invoke(runner, "train", "--epochz", "3")
     assert result.exit_code == 2
+
+
+def test_empty_saved_config_exits_2_instead_of_defaults(runner, workspace_copy):
+    (workspace_copy / "config.yaml").write_text("")
+    result = invoke(runner, "train", "-w", workspace_copy)
+    assert result.exit_code == 2
+    assert "is empty" in result.output
+    assert "delete it to start from the defaults" in result.output

@@ -280,8 +280,8 @@ def test_merge_human_replaces_earlier_decision():
     incoming = [Decision("test-00001", "7", "review"), Decision("test-00002", "4", "manual"),
                 Decision("test-00003", "IDK", "review", "confirmed")]
     result = merge_decisions(existing, incoming)
-    assert result.changed == ["test-00001", "test-00002"]
-    assert result.unchanged == ["test-00003"]
+    assert result.changed == ["test-00001", "test-00002", "test-00003"]
+    assert result.unchanged == []
     assert result.decisions["test-00001"].label == "7"
     assert result.decisions["test-00003"].source == "review", "a human confirmation replaces the rule entry"
 
@@ -324,3 +324,18 @@ def test_example_file_matches_mnist(mnist_dir):
             assert decision.label == given, sample_id
         elif decision.label != "IDK":
             assert decision.label != given, f"{sample_id} is a correction, so its label must differ"
+
+
+def test_review_confirming_rule_decision_takes_it_over():
+    from mnist_curate.decisions import Decision, merge_decisions
+
+    existing = {"train-00001": Decision("train-00001", "IDK", "rule")}
+    merged = merge_decisions(existing, [Decision("train-00001", "IDK", "review")])
+    assert merged.decisions["train-00001"].source == "review"
+    assert merged.changed == ["train-00001"]
+    assert merged.modified, "the file must be rewritten so that the source change is kept"
+
+
+def test_non_ascii_digits_are_unknown_ids(tmp_path):
+    path = write(tmp_path, "version: 1\ndecisions:\n- {sample_id: train-\u0660\u0660\u0665\u0660\u0668, label: IDK}\n")
+    assert "unknown sample id" in str(problems_of(path))

@@ -339,6 +339,42 @@ def test_re_export_links_unchanged_pngs_and_moves_changed(runner, relabelled, su
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".")], "no temporary folder is left"
 
 
+def test_own_export_with_added_files_needs_overwrite(runner, relabelled, tmp_path):
+    out = tmp_path / "curated"
+    assert invoke(runner, "export", "-w", relabelled, "--out", out).exit_code == 0
+    (out / "notes.txt").write_text("my notes")
+    decisions = tmp_path / "decisions.yaml"
+    decisions.write_text("version: 1\ndecisions: []\n")
+    assert invoke(runner, "relabel", "-w", relabelled, "--decisions", decisions).exit_code == 0
+    result = invoke(runner, "export", "-w", relabelled)
+    assert result.exit_code == 2
+    assert "--overwrite" in result.output
+    assert (out / "notes.txt").read_text() == "my notes"
+
+
+def test_export_into_data_folder_is_rejected_even_with_overwrite(runner, relabelled, tmp_path, mnist_dir):
+    data_copy = tmp_path / "data"
+    data_copy.mkdir()
+    for archive in (mnist_dir / "MNIST" / "raw").glob("*.gz"):
+        (data_copy / archive.name).symlink_to(archive)
+    (data_copy / "keep.bin").write_bytes(b"mnist")
+    config = yaml.safe_load((relabelled / "config.yaml").read_text())
+    config["data"]["dir"] = str(data_copy)
+    (relabelled / "config.yaml").write_text(yaml.safe_dump(config))
+    for out in (data_copy, data_copy / "inside"):
+        result = invoke(runner, "export", "-w", relabelled, "--out", out, "--overwrite")
+        assert result.exit_code == 2, result.output
+        assert "MNIST data folder" in result.output
+    assert (data_copy / "keep.bin").read_bytes() == b"mnist"
+
+
+def test_export_under_a_file_exits_2(runner, relabelled, tmp_path):
+    (tmp_path / "afile").write_text("x")
+    result = invoke(runner, "export", "-w", relabelled, "--out", tmp_path / "afile" / "sub")
+    assert result.exit_code == 2
+    assert "which is a file" in result.output
+
+
 def test_failed_export_keeps_old_folder_intact(runner, relabelled, tmp_path, monkeypatch):
     out = tmp_path / "curated"
     out.mkdir()
