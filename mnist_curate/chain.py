@@ -137,7 +137,7 @@ def accept_candidates(workspace: Workspace, reporter: Reporter) -> dict[str, Any
         backup = write_decisions(path, merged.decisions)
     withdrawn_text = f", {len(withdrawn):,} rule decisions withdrawn (no longer candidates)" if withdrawn else ""
     reporter.warn(f"no --decisions given: the {len(incoming):,} candidates were accepted as IDK without review "
-                  f"({merged.describe()}{withdrawn_text} in {path}). Review them with `mnist-curate review`, "
+                  f"({merged.describe()}{withdrawn_text} in {path}). Review them with {workspace.command('review')}, "
                   "or pass the reviewed file with --decisions.")
     if backup is not None:
         reporter.detail(f"previous decision file kept as {backup}")

@@ -60,8 +60,13 @@ DeviceOption = Annotated[Optional[str], typer.Option(
     "--device", help="auto, cpu, cuda, cuda:N or mps. (config: device)")]
 
 
+def _data_dir_override(data_dir: Path | None) -> dict[str, Any]:
+    # Saved absolute, so that later commands from another folder read the same files.
+    return {"data.dir": str(data_dir.expanduser().absolute()) if data_dir else None}
+
+
 def _data_overrides(data_dir: Path | None, limit: int | None, seed: int | None, device: str | None) -> dict[str, Any]:
-    return {"data.dir": str(data_dir) if data_dir else None, "data.limit": limit, "seed": seed, "device": device}
+    return _data_dir_override(data_dir) | {"data.limit": limit, "seed": seed, "device": device}
 
 
 def resolve_config(workspace: Workspace, config_file: Path | None, overrides: dict[str, Any]) -> Config:
@@ -241,8 +246,8 @@ def relabel(
         (outcome,) = _run_stages(["relabel"], workspace=workspace, config_file=config_file, overrides=overrides,
                                  force=force, verbose=verbose, quiet=quiet, options=options)
         reporter, figures, title = _reporter(verbose, quiet), outcome.record.figures, "relabel"
-    reporter.print(summary_table(figures["splits"], title=title))
-    reporter.print(summary_line(figures))
+    reporter.result(summary_table(figures["splits"], title=title))
+    reporter.result(summary_line(figures))
 
 
 @app.command()
@@ -269,7 +274,7 @@ def export(
     overrides = _data_overrides(data_dir, None, None, None) | _out_override(out)
     (outcome,) = _run_stages(["export"], workspace=workspace, config_file=config_file, overrides=overrides,
                              force=force, verbose=verbose, quiet=quiet, options={"overwrite": overwrite})
-    _reporter(verbose, quiet).print(export_summary(outcome.record.figures))
+    _reporter(verbose, quiet).result(export_summary(outcome.record.figures))
 
 
 @app.command(name="all")
@@ -317,7 +322,7 @@ def all_stages(
     report = summary(result, ws)
     reporter.print(timing_table(result))
     for line in summary_lines(report):
-        reporter.print(line)
+        reporter.result(line)
     if as_json:
         sys.stdout.write(json.dumps(report, indent=2) + "\n")
 
@@ -344,8 +349,8 @@ def embed(
 
     Example: [bold]mnist-curate embed -w my-workspace[/bold]
     """
-    overrides = {"data.dir": str(data_dir) if data_dir else None, "device": device,
-                 "embed.umap_n_neighbors": umap_n_neighbors, "embed.umap_min_dist": umap_min_dist}
+    overrides = _data_dir_override(data_dir) | {
+        "device": device, "embed.umap_n_neighbors": umap_n_neighbors, "embed.umap_min_dist": umap_min_dist}
     _run_stages(["embed"], workspace=workspace, config_file=config_file, overrides=overrides, force=force,
                 verbose=verbose, quiet=quiet)
 
@@ -374,7 +379,7 @@ def score(
     """
     from mnist_curate.candidates import print_top_candidates
 
-    overrides = {"data.dir": str(data_dir) if data_dir else None}
+    overrides = _data_dir_override(data_dir)
     _run_stages(["score", "candidates"], workspace=workspace, config_file=config_file, overrides=overrides,
                 force=force, verbose=verbose, quiet=quiet)
     if top:
@@ -440,6 +445,7 @@ def status(
 
     reporter = _reporter(verbose, False)
     ws = Workspace(workspace)
+    ws.check_is_folder()
     config = resolve_config(ws, config_file, {})
     states = stage_states(config, ws)
 
@@ -473,6 +479,9 @@ def status(
         table.add_row(name, label, record.finished_at if record else "",
                       format_duration(record.duration_s) if record else "", figures)
     reporter.console.print(table)
+    if not ws.exists():
+        reporter.info(f"no workspace at {ws.root} yet; {ws.command('all')} creates it, or pass the "
+                      "--workspace of an earlier run")
 
 
 def _format_figure(key: str, value: Any) -> str:

@@ -288,7 +288,8 @@ def config_from_dict(raw: Any, *, source: str = "config") -> Config:
     if problems:
         listing = "\n".join(f"  - {p}" for p in problems)
         raise ConfigError(f"invalid config in {source}:\n{listing}\n"
-                          "See examples/config.yaml for every key, its type and its default.")
+                          "Every key with its type and default: examples/config.yaml in the mnist-curate source; "
+                          "every key with its value: the config.yaml that each workspace saves.")
     return config
 
 

@@ -112,6 +112,10 @@ def check_export_target(out: Path, workspace: Workspace, *, overwrite: bool, dat
     for parent in out.parents:
         if parent.exists() and not parent.is_dir():
             raise BadInputError(f"export target {out} is inside {parent}, which is a file; pass another --out")
+    existing = next(folder for folder in (out.parent, *out.parent.parents) if folder.exists())
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise BadInputError(f"export target {out}: cannot write in {existing}. The export is built beside the "
+                            "target and moved into place. Pass another --out.")
     if data_dir:
         data = Path(data_dir).expanduser().resolve()
         target = out.resolve()
@@ -213,6 +217,11 @@ def run_export(context: StageContext) -> dict[str, Any]:
                               f"{len(sample_ids):,} PNG files; the partial export was removed and "
                               f"{'the previous export is unchanged' if out.exists() else 'nothing was left in place'}. "
                               "Free some space, or pass another --out.") from None
+        if isinstance(error, OSError) and error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise BadInputError(f"cannot write the export {out}: {error.strerror} ({error.filename}). The export "
+                                "is built beside the target and moved into place, so both the target and its "
+                                "parent folder must be writable. Pass another --out. "
+                                f"{f'{out} is unchanged.' if out.exists() else ''}".rstrip()) from None
         raise
 
     # A copy in the workspace keeps the manifest and card under the stage's digests.

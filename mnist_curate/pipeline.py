@@ -266,7 +266,7 @@ class StageOutcome:
     seconds: float  # wall time of this call, including the cache check
 
 
-def prerequisite_message(stage: Stage, blocking: list[StageState]) -> str:
+def prerequisite_message(stage: Stage, blocking: list[StageState], workspace: Workspace) -> str:
     parts = []
     for state in blocking:
         if state.state == "missing":
@@ -277,7 +277,8 @@ def prerequisite_message(stage: Stage, blocking: list[StageState]) -> str:
             parts.append(f"{state.stage} is {state.state} ({state.reason})")
     first = blocking[0].stage
     return (f"{stage.name} needs up-to-date results of {', '.join(s.stage for s in blocking)}, but "
-            f"{'; '.join(parts)}. Run `mnist-curate {first}` first, or `mnist-curate all` for the whole chain.")
+            f"{'; '.join(parts)}. Run {workspace.command(first)} first, "
+            f"or {workspace.command('all')} for the whole chain.")
 
 
 def run_stage(name: str, *, config: Config, workspace: Workspace, reporter: Reporter,
@@ -290,7 +291,7 @@ def run_stage(name: str, *, config: Config, workspace: Workspace, reporter: Repo
 
     blocking = [states[u] for u in _all_upstream(stage) if states[u].state != "done"]
     if blocking:
-        raise PrerequisiteError(prerequisite_message(stage, blocking))
+        raise PrerequisiteError(prerequisite_message(stage, blocking, workspace))
 
     state = states[name]
     if state.state == "done" and not force:
@@ -345,7 +346,7 @@ def check_can_run(names: list[str], *, config: Config, workspace: Workspace,
     for name in names:
         blocking = [states[u] for u in _all_upstream(STAGES[name]) if u not in names and states[u].state != "done"]
         if blocking:
-            raise PrerequisiteError(prerequisite_message(STAGES[name], blocking))
+            raise PrerequisiteError(prerequisite_message(STAGES[name], blocking, workspace))
     for name in pending:
         if STAGES[name].precheck:
             _load(STAGES[name].precheck)(config, workspace, options or {})

@@ -55,6 +55,9 @@ def resolve_decisions_path(workspace: Workspace, options: dict[str, Any]) -> Pat
         record = workspace.read_record("relabel")
     except CorruptRecordError:
         record = None  # the stage state reports the damaged record
+    if record is not None and record.figures.get("decisions_in_workspace"):
+        # Recorded relative to the workspace, so a copied or moved workspace reads its own file.
+        return workspace_decisions_path(workspace)
     if record is not None and record.figures.get("decisions_path"):
         return Path(record.figures["decisions_path"])
     default = workspace_decisions_path(workspace)
@@ -70,8 +73,8 @@ def relabel_inputs(config: Config, workspace: Workspace, options: dict[str, Any]
 
 def no_decisions_message(workspace: Workspace) -> str:
     return (f"no decision file: {workspace_decisions_path(workspace)} does not exist and --decisions was not given. "
-            "Get one by reviewing the candidates (`mnist-curate review`), by accepting them all as IDK "
-            "(`mnist-curate all` without --decisions), or pass --decisions FILE.")
+            f"Get one by reviewing the candidates ({workspace.command('review')}), by accepting them all as IDK "
+            f"({workspace.command('all')} without --decisions), or pass --decisions FILE.")
 
 
 # Applying decisions -------------------------------------------------------------
@@ -186,6 +189,7 @@ def run_relabel(context: StageContext) -> dict[str, Any]:
 
     return {
         "decisions_path": str(path),
+        "decisions_in_workspace": path == workspace_decisions_path(context.workspace),
         "decisions_sha256": file_digest(path),
         "n_decisions": len(decisions),
         "n_applied": len(result.applied),

@@ -109,7 +109,7 @@ def check_upstream(config: Config, workspace: Workspace) -> dict[str, str]:
     needed = [name for name in STAGES if name in _with_upstream(UPSTREAM_STAGES, STAGES)]
     blocking = [states[name] for name in needed if states[name].state != "done"]
     if blocking:
-        raise PrerequisiteError(prerequisite_message(_ReviewStage(), blocking))
+        raise PrerequisiteError(prerequisite_message(_ReviewStage(), blocking, workspace))
     return {name: states[name].key for name in UPSTREAM_STAGES}
 
 

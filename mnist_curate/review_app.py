@@ -22,8 +22,8 @@ from mnist_curate.config import Config
 from mnist_curate.errors import BadInputError, CurateError
 from mnist_curate.fiftyone_env import check_port_free, fiftyone_for
 from mnist_curate.review import (CANDIDATES_VIEW, DIGIT_TAG_PREFIX, IDK_TAG, KEEP_TAG, SAVED_VIEWS, build_dataset,
-                                 decisions_digest, describe_build, load_workspace_dataset, read_state, report_sync,
-                                 sync_tags, write_state)
+                                 check_upstream, decisions_digest, describe_build, load_workspace_dataset, read_state,
+                                 report_sync, sync_tags, write_state)
 from mnist_curate.ui import Reporter
 from mnist_curate.workspace import Workspace, command_line, forget_interrupt
 
@@ -46,7 +46,7 @@ def default_decisions_path(workspace: Workspace) -> Path:
     return workspace_decisions_path(workspace)
 
 
-def conventions(decisions_path: Path) -> str:
+def conventions(decisions_path: Path, workspace: Workspace) -> str:
     return (
         "Review conventions: add these tags to samples in the App (grid or expanded view):\n"
         f"  {IDK_TAG:<6} the digit cannot be read: it moves to the IDK class\n"
@@ -54,11 +54,18 @@ def conventions(decisions_path: Path) -> str:
         f"  {DIGIT_TAG_PREFIX}N   this is really digit N (e.g. {DIGIT_TAG_PREFIX}7)\n"
         f"Tags that name two labels (IDK and keep, or two digits) are reported as conflicts and left undecided.\n"
         f"When the review ends (Ctrl-C here) the tags are merged into {decisions_path}; "
-        "`mnist-curate review --sync` does it at any time.")
+        f"{workspace.command('review --sync')} does it at any time.")
 
 
 def run_review(workspace: Workspace, config: Config, reporter: Reporter, options: ReviewOptions) -> None:
     """Build or update the dataset, then sync only, stop, or serve the App until the review ends and sync."""
+    # Checked before the lock and the database start, so a mistyped -w creates nothing.
+    workspace.check_is_folder()
+    if options.sync_only:
+        if read_state(workspace) is None:
+            raise BadInputError(_no_dataset_message(workspace))
+    else:
+        check_upstream(config, workspace)
     with workspace.locked(command_line()) as lock:
         if lock.recovered_from:
             reporter.warn(f"recovered a stale workspace lock left by {lock.recovered_from.describe()}")
@@ -71,10 +78,10 @@ def run_review(workspace: Workspace, config: Config, reporter: Reporter, options
             reporter.info(describe_build(result))
             if not options.launch:
                 reporter.info(f"saved views: {', '.join(view.name for view in SAVED_VIEWS)}")
-                reporter.info(f"ready; `mnist-curate review -w {workspace.root}` opens the App on it")
+                reporter.info(f"ready; {workspace.command('review')} opens the App on it")
                 return
 
-            serve_app(fo, result.dataset, reporter, options)
+            serve_app(fo, workspace, result.dataset, reporter, options)
             sync_workspace(fo, workspace, options.decisions_path, reporter)
 
 
@@ -83,22 +90,26 @@ def sync_workspace(fo: Any, workspace: Workspace, decisions_path: Path, reporter
     state = read_state(workspace)
     dataset = load_workspace_dataset(fo, workspace)
     if dataset is None or state is None:
-        raise BadInputError(f"workspace {workspace.root} has no review dataset yet, so there are no tags to sync; "
-                            "run `mnist-curate review` first")
+        raise BadInputError(_no_dataset_message(workspace))
     try:
         result = sync_tags(dataset, decisions_path, reporter)
     except BadInputError as error:
         raise BadInputError(f"{error}\nThe review tags are kept in the FiftyOne dataset; after fixing the file, "
-                            "run `mnist-curate review --sync`.") from None
+                            f"run {workspace.command('review --sync')}.") from None
     report_sync(result, reporter)
     if "decisions" in state["groups"]:
         state["groups"]["decisions"] = decisions_digest(decisions_path)
         write_state(workspace, state)
 
 
+def _no_dataset_message(workspace: Workspace) -> str:
+    return (f"workspace {workspace.root} has no review dataset yet, so there are no tags to sync; "
+            f"run {workspace.command('review')} first")
+
+
 # Serving the App ---------------------------------------------------------------------
 
-def serve_app(fo: Any, dataset: Any, reporter: Reporter, options: ReviewOptions) -> None:
+def serve_app(fo: Any, workspace: Workspace, dataset: Any, reporter: Reporter, options: ReviewOptions) -> None:
     """Serve the App on the candidates view until the review ends."""
     check_address(options.address)
     check_port_free(options.address, options.port)
@@ -108,7 +119,7 @@ def serve_app(fo: Any, dataset: Any, reporter: Reporter, options: ReviewOptions)
                       "as with --remote")
         remote = True
 
-    reporter.info(conventions(options.decisions_path))
+    reporter.info(conventions(options.decisions_path, workspace))
     session = None
     try:
         with _signals_end_review():

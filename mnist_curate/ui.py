@@ -1,7 +1,8 @@
 """The one rich console that every command writes its messages to.
 
 Messages and progress bars go to stderr, so that stdout carries only machine
-output (``--json``). ``--quiet`` keeps warnings and errors only.
+output (``--json``). ``--quiet`` keeps warnings, errors and the result
+lines of a command (its summary), dropping progress and log lines.
 """
 
 from __future__ import annotations
@@ -40,6 +41,10 @@ class Reporter:
     def print(self, renderable: object) -> None:
         if not self.quiet:
             self.console.print(renderable)
+
+    def result(self, renderable: object) -> None:
+        """Print a command's result, which --quiet keeps."""
+        self.console.print(renderable)
 
     @contextlib.contextmanager
     def progress(self) -> Iterator[Progress]:

@@ -25,6 +25,7 @@ import hashlib
 import io
 import json
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -296,6 +297,17 @@ class Workspace:
 
     def exists(self) -> bool:
         return self.root.is_dir()
+
+    def command(self, arguments: str) -> str:
+        """Return `mnist-curate ARGUMENTS -w WORKSPACE` for a message, the path shell-quoted.
+
+        The -w option is left out for the default workspace in the current
+        folder, where the plain command finds it.
+        """
+        text = f"mnist-curate {arguments}"
+        if self.root != Path(DEFAULT_WORKSPACE).absolute():
+            text += f" -w {shlex.quote(str(self.root))}"
+        return f"`{text}`"
 
     def check_is_folder(self) -> None:
         """Raise BadInputError when the workspace path exists but is not a folder (creates nothing)."""

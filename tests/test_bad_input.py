@@ -5,14 +5,18 @@ stage has run, and compares the workspace's files (names and digests)
 before and after (all but the lock file, see ``conftest.snapshot``).
 """
 
+import contextlib
 import gzip
 import json
+import os
 import shutil
 import stat
+import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from conftest import invoke, snapshot
 from mnist_curate.data import MNIST_FILES
@@ -275,9 +279,9 @@ def test_100000_line_decision_file_is_applied(runner, curated_copy, tmp_path):
 # Commands before their prerequisites ------------------------------------------------------------------
 
 @pytest.mark.parametrize("command, expected", [
-    (("embed",), "embed needs up-to-date results of train, but train has not run. Run `mnist-curate train` first"),
+    (("embed",), "embed needs up-to-date results of train, but train has not run. Run `mnist-curate train -w "),
     (("score",), "score needs up-to-date results of train, embed, but train has not run; embed has not run. "
-                 "Run `mnist-curate train` first"),
+                 "Run `mnist-curate train -w "),
     (("export",), "export needs up-to-date results of train, embed, score, candidates, relabel"),
     (("relabel",), "no decision file: "),
 ])
@@ -285,6 +289,8 @@ def test_command_before_prerequisites_names_stage_and_creates_nothing(runner, tm
     workspace = tmp_path / "new"
     result = invoke(runner, *command, "-w", workspace)
     assert_rejected(result, expected)
+    if "Run `" in expected:
+        assert f"-w {workspace}` first, or `mnist-curate all -w {workspace}` for the whole chain" in result.output
     assert not workspace.exists()
 
 
@@ -292,7 +298,7 @@ def test_export_before_relabel_names_relabel(runner, scored_copy):
     before = snapshot(scored_copy)
     result = invoke(runner, "export", "-w", scored_copy)
     assert_rejected(result, "export needs up-to-date results of relabel, but relabel has not run. "
-                            "Run `mnist-curate relabel` first")
+                            f"Run `mnist-curate relabel -w {scored_copy}` first")
     assert snapshot(scored_copy) == before
 
 
@@ -300,7 +306,8 @@ def test_score_after_damaged_embed_names_embed(runner, scored_copy):
     embeddings = scored_copy / "embed" / "embeddings.npy"
     embeddings.write_bytes(embeddings.read_bytes()[:1000])
     result = invoke(runner, "score", "-w", scored_copy, "--force")
-    assert_rejected(result, f"embed is corrupt ({embeddings} has 1000 bytes", "Run `mnist-curate embed` first")
+    assert_rejected(result, f"embed is corrupt ({embeddings} has 1000 bytes",
+                    f"Run `mnist-curate embed -w {scored_copy}` first")
 
 
 # Command line and workspace ---------------------------------------------------------------------
@@ -322,6 +329,87 @@ def test_export_target_that_is_a_file_changes_nothing(runner, curated_copy, tmp_
     assert snapshot(curated_copy) == before
     assert target.read_text() == "keep me"
 
+
+
+@contextlib.contextmanager
+def unwritable_folder(folder: Path):
+    """Create ``folder`` empty and not writable: mode 555, or for root (who ignores modes) a read-only tmpfs."""
+    folder.mkdir()
+    if os.geteuid() != 0:
+        folder.chmod(0o555)
+        try:
+            yield folder
+        finally:
+            folder.chmod(0o755)
+        return
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(folder)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a read-only tmpfs ({mounted.stderr.strip()}); it needs CAP_SYS_ADMIN")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)
+
+
+def test_export_to_unwritable_folder_exits_2(runner, curated_copy, tmp_path):
+    before = snapshot(curated_copy)
+    with unwritable_folder(tmp_path / "locked") as locked:
+        result = invoke(runner, "export", "-w", curated_copy, "--out", locked / "curated")
+        assert_rejected(result, f"export target {locked / 'curated'}: cannot write in {locked}", "Pass another --out")
+        assert list(locked.iterdir()) == []
+    assert snapshot(curated_copy) == before
+
+
+def test_export_to_immutable_folder_exits_2(runner, curated_copy, tmp_path):
+    target = tmp_path / "immutable"
+    target.mkdir()
+    made = subprocess.run(["chattr", "+i", str(target)], capture_output=True, text=True)
+    if made.returncode != 0:
+        pytest.skip(f"cannot make a folder immutable ({made.stderr.strip()}); chattr needs root and ext4 or similar")
+    before = snapshot(curated_copy)
+    try:
+        result = invoke(runner, "export", "-w", curated_copy, "--out", target)
+    finally:
+        subprocess.run(["chattr", "-i", str(target)], check=True)
+    assert_rejected(result, f"cannot write the export {target}: Operation not permitted",
+                    f"{target} is unchanged.")
+    assert list(target.iterdir()) == []
+    assert not list(tmp_path.glob(".immutable*")), "the temporary export is removed"
+    assert snapshot(curated_copy) == before
+
+def test_status_of_file_exits_2(runner, tmp_path):
+    workspace = tmp_path / "file"
+    workspace.write_text("not a folder")
+    assert_rejected(invoke(runner, "status", "-w", workspace), f"workspace path {workspace} exists and is not a folder")
+
+
+def test_status_of_missing_folder_hints(runner, tmp_path):
+    missing = tmp_path / "my ws"
+    result = invoke(runner, "status", "-w", missing)
+    assert result.exit_code == 0, result.output
+    assert f"no workspace at {missing} yet; `mnist-curate all -w '{missing}'` creates it" in result.output
+    assert not missing.exists()
+
+
+@pytest.mark.parametrize("args", [("--no-launch",), ("--sync",)])
+def test_review_of_a_missing_workspace_creates_nothing(runner, tmp_path, args):
+    typo = tmp_path / "wokrspace"
+    result = invoke(runner, "review", "-w", typo, *args)
+    assert_rejected(result, "mnist-curate")
+    assert not typo.exists()
+    assert sorted(tmp_path.iterdir()) == []
+
+
+def test_relative_data_dir_is_saved_absolute(runner, scored_copy, mnist_dir, tmp_path, monkeypatch):
+    decisions = tmp_path / "decisions.yaml"
+    decisions.write_text("version: 1\ndecisions: []\n")
+    data = mnist_dir.absolute()
+    monkeypatch.chdir(data.parent)
+    result = invoke(runner, "relabel", "-w", scored_copy, "--decisions", decisions, "--data-dir", data.name)
+    assert result.exit_code == 0, result.output
+    saved = yaml.safe_load((scored_copy / "config.yaml").read_text())
+    assert saved["data"]["dir"] == str(data)
 
 @pytest.mark.parametrize("args", [("train", "--epochz", "3"), ("train", "--limit", "many"), ("status", "extra")])
 def test_malformed_command_line_exits_2(runner, tmp_path, args):

@@ -159,14 +159,14 @@ def test_score_before_embed_exits_2_naming_embed(runner, workspace_copy):
     result = invoke(runner, "score", "-w", workspace_copy)
     assert result.exit_code == 2
     assert "embed has not run" in result.output
-    assert "Run `mnist-curate embed` first" in result.output
+    assert f"Run `mnist-curate embed -w {workspace_copy}` first" in result.output
     assert not (workspace_copy / "score").exists()
 
 
 def test_embed_before_train_exits_2_naming_train(runner, tmp_path, mnist_dir):
     result = invoke(runner, "embed", "-w", tmp_path / "ws", "--data-dir", mnist_dir)
     assert result.exit_code == 2
-    assert "Run `mnist-curate train` first" in result.output
+    assert f"Run `mnist-curate train -w {tmp_path / 'ws'}` first" in result.output
 
 
 def test_invalid_threshold_exits_2(runner, scored_copy):

@@ -106,10 +106,11 @@ def test_relabel_is_cached_until_file_content_changes(runner, workspace, subset,
     assert figures["n_idk"] == 2
 
 
-def test_relabel_dry_run_writes_nothing(runner, workspace, subset, tmp_path):
+@pytest.mark.parametrize("quiet", [(), ("--quiet",)])
+def test_relabel_dry_run_writes_nothing(runner, workspace, subset, tmp_path, quiet):
     decisions = tmp_path / "decisions.yaml"
     decisions_file(decisions, subset)
-    result = invoke(runner, "relabel", "-w", workspace, "--decisions", decisions, "--dry-run")
+    result = invoke(runner, "relabel", "-w", workspace, "--decisions", decisions, "--dry-run", *quiet)
     assert result.exit_code == 0, result.output
     assert "nothing written" in result.output
     assert "train: 3 IDK, 3 corrected" in result.output
@@ -122,6 +123,22 @@ def test_relabel_uses_workspace_decision_file(runner, workspace, subset):
     result = invoke(runner, "relabel", "-w", workspace)
     assert result.exit_code == 0, result.output
     assert str(workspace / "decisions.yaml") in result.output
+
+
+def test_copied_workspace_reads_own_decisions(runner, workspace, subset, tmp_path):
+    decisions_file(workspace / "decisions.yaml", subset)
+    assert invoke(runner, "relabel", "-w", workspace).exit_code == 0
+    copy = tmp_path / "copy"
+    shutil.copytree(workspace, copy, ignore=shutil.ignore_patterns(".lock"))
+    assert status_of(runner, copy)["relabel"]["state"] == "done"
+
+    decisions_file(copy / "decisions.yaml", subset, n_idk=2)
+    assert status_of(runner, copy)["relabel"]["state"] == "stale"
+    assert status_of(runner, workspace)["relabel"]["state"] == "done"
+    result = invoke(runner, "relabel", "-w", copy)
+    assert result.exit_code == 0, result.output
+    assert str(copy / "decisions.yaml") in result.output
+    assert json.loads((copy / "stages" / "relabel.json").read_text())["figures"]["n_idk"] == 2
 
 
 def test_relabel_without_decision_file_says_how(runner, workspace):

@@ -354,7 +354,7 @@ def test_sync_rejects_invalid_decision_file_and_keeps_it(review_copy):
 def test_sync_without_dataset_exits_2(scored_copy):
     result = invoke_review(scored_copy, "--sync")
     assert result.exit_code == 2
-    assert "run `mnist-curate review` first" in result.output
+    assert f"run `mnist-curate review -w {scored_copy}` first" in result.output
 
 
 # The App -----------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -212,3 +213,12 @@ def test_ctrl_c_during_commit_waits_for_it(tmp_path, toy_stages, monkeypatch):
     monkeypatch.setattr(os, "replace", real_replace)
     assert stage_states(config, workspace)["first"].state == "done"
     assert not [p for p in workspace.root.iterdir() if ".tmp-" in p.name or ".old-" in p.name]
+
+
+def test_command_hint_quotes_workspace(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert Workspace(Path("mnist-curate-workspace")).command("all") == "`mnist-curate all`"
+    assert Workspace(tmp_path / "ws").command("review --sync") == f"`mnist-curate review --sync -w {tmp_path / 'ws'}`"
+    quoted_path = tmp_path / "it's here"
+    assert Workspace(quoted_path).command("train") == f"`mnist-curate train -w {shlex.quote(str(quoted_path))}`"
+    assert shlex.split(Workspace(quoted_path).command("train").strip("`"))[-1] == str(quoted_path)
