@@ -171,7 +171,9 @@ def summary(result: ChainResult, workspace: Workspace) -> dict[str, Any]:
         report["idk"] = {split: relabel["splits"][split]["n_idk"] for split in SPLITS}
         report["corrected"] = {split: relabel["splits"][split]["n_corrected"] for split in SPLITS}
     if export:
-        report["export"] = {"path": export["out"], "n_files": export["n_files"],
+        inside = export.get("out_in_workspace")
+        report["export"] = {"path": str(workspace.root / inside) if inside else export["out"],
+                            "n_files": export["n_files"],
                             "class_counts": export["class_counts"]}
     return report
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Annotated, Any, Callable, Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -77,12 +78,37 @@ def resolve_config(workspace: Workspace, config_file: Path | None, overrides: di
     `mnist-curate train --epochs 3` followed by `mnist-curate embed` agree.
     """
     if config_file is not None:
-        raw, source = read_config_file(config_file), str(config_file)
+        raw, source = _paths_from(config_file.parent, read_config_file(config_file)), str(config_file)
+        config_from_dict(raw, source=source)  # a bad file is named alone, before the options
     elif workspace.config_path.is_file():
         raw, source = read_saved_config(workspace), str(workspace.config_path)
     else:
         raw, source = {}, "defaults"
-    return config_from_dict(apply_overrides(raw, overrides), source=f"{source} with command-line options")
+    options_set = [f"{_OPTION_OF.get(key, '--' + key.rsplit('.', 1)[-1].replace('_', '-'))} {value}"
+                   for key, value in overrides.items() if value is not None]
+    if options_set:
+        source = f"the command-line options {', '.join(options_set)} (applied over {source})"
+    return config_from_dict(apply_overrides(raw, overrides), source=source)
+
+
+# Config keys whose option is not named after the key's last part.
+_OPTION_OF = {"data.dir": "--data-dir", "export.dir": "--out"}
+_PATH_KEYS = (("data", "dir"), ("data", "cache_dir"), ("export", "dir"))
+
+
+def _paths_from(folder: Path, raw: dict[str, Any]) -> dict[str, Any]:
+    """Make the relative folder paths of a config file absolute, taken from the file's folder.
+
+    The config is saved in the workspace and read again from other folders,
+    so a relative path would later point elsewhere.
+    """
+    for section, key in _PATH_KEYS:
+        part = raw.get(section)
+        if isinstance(part, dict) and isinstance(part.get(key), str) and part[key]:
+            path = Path(part[key]).expanduser()
+            if not path.is_absolute():
+                raw = {**raw, section: {**part, key: str((folder / path).absolute())}}
+    return raw
 
 
 def read_saved_config(workspace: Workspace) -> dict[str, Any]:
@@ -129,6 +155,19 @@ def _run_stages(names: list[str], *, workspace: Path, config_file: Path | None, 
             # Saved once a stage is current under it, so a failed first stage leaves the old config.
             save_config(ws, config)
     return outcomes
+
+
+def _print_quiet_results(outcomes: list, quiet: bool) -> None:
+    """Print one line of key figures per stage under --quiet, which drops the log lines that carry them."""
+    from mnist_curate.pipeline import STAGES
+
+    if not quiet:
+        return
+    for outcome in outcomes:
+        figures = outcome.record.figures
+        figure_texts = [_format_figure(key, figures[key])
+                        for key in STAGES[outcome.stage].key_figures if key in figures]
+        Reporter().result(f"{outcome.stage}: {'done' if outcome.ran else 'cached'}; " + ", ".join(figure_texts))
 
 
 def command_boundary(function: Callable[..., None]) -> Callable[..., None]:
@@ -197,8 +236,9 @@ def train(
     overrides = _data_overrides(data_dir, limit, seed, device) | {
         "train.epochs": epochs, "train.fold_epochs": fold_epochs, "train.folds": folds,
         "train.batch_size": batch_size, "train.lr": lr}
-    _run_stages(["train"], workspace=workspace, config_file=config_file, overrides=overrides, force=force,
-                verbose=verbose, quiet=quiet)
+    outcomes = _run_stages(["train"], workspace=workspace, config_file=config_file, overrides=overrides,
+                           force=force, verbose=verbose, quiet=quiet)
+    _print_quiet_results(outcomes, quiet)
 
 
 DecisionsOption = Annotated[Optional[Path], typer.Option(
@@ -229,14 +269,20 @@ def relabel(
 ) -> None:
     """Apply a decision file: the curated labels (IDK or a corrected digit) go to the workspace.
 
-    The original labels are never changed. Without --decisions, WORKSPACE/decisions.yaml is used.
+    The original labels are never changed. Without --decisions, the file that the last relabel read is
+    applied again, else WORKSPACE/decisions.yaml.
 
     Example: [bold]mnist-curate relabel --decisions decisions.yaml --dry-run[/bold]
     """
-    from mnist_curate.relabel import choose_decisions, dry_run_relabel, summary_line, summary_table
+    from mnist_curate.relabel import (choose_decisions, dry_run_relabel, is_workspace_decisions, summary_line,
+                                      summary_table, workspace_decisions_path)
 
     ws = Workspace(workspace)
-    options = {"decisions": str(choose_decisions(ws, decisions))}
+    chosen = choose_decisions(ws, decisions)
+    if decisions is None and not is_workspace_decisions(chosen, ws) and workspace_decisions_path(ws).is_file():
+        _reporter(verbose, quiet).info(f"relabel: applying {chosen}, the file that the last relabel read; pass "
+                                       f"--decisions {workspace_decisions_path(ws)} to apply the workspace's own")
+    options = {"decisions": str(chosen)}
     overrides = _data_overrides(data_dir, None, None, None)
     if dry_run:
         reporter = _reporter(verbose, quiet)
@@ -351,8 +397,9 @@ def embed(
     """
     overrides = _data_dir_override(data_dir) | {
         "device": device, "embed.umap_n_neighbors": umap_n_neighbors, "embed.umap_min_dist": umap_min_dist}
-    _run_stages(["embed"], workspace=workspace, config_file=config_file, overrides=overrides, force=force,
-                verbose=verbose, quiet=quiet)
+    outcomes = _run_stages(["embed"], workspace=workspace, config_file=config_file, overrides=overrides,
+                           force=force, verbose=verbose, quiet=quiet)
+    _print_quiet_results(outcomes, quiet)
 
 
 @app.command()
@@ -380,8 +427,9 @@ def score(
     from mnist_curate.candidates import print_top_candidates
 
     overrides = _data_dir_override(data_dir)
-    _run_stages(["score", "candidates"], workspace=workspace, config_file=config_file, overrides=overrides,
-                force=force, verbose=verbose, quiet=quiet)
+    outcomes = _run_stages(["score", "candidates"], workspace=workspace, config_file=config_file,
+                           overrides=overrides, force=force, verbose=verbose, quiet=quiet)
+    _print_quiet_results(outcomes, quiet)
     if top:
         print_top_candidates(Workspace(workspace), top, Reporter())
 
@@ -463,7 +511,7 @@ def status(
         sys.stdout.write(json.dumps(report, indent=2) + "\n")
         return
 
-    table = Table(title=f"workspace {ws.root}")
+    table = Table(title=Text(f"workspace {ws.root}"))
     for column in ("stage", "state", "finished", "took", "figures"):
         table.add_column(column)
     colours = {"done": "green", "stale": "yellow", "missing": "dim", "corrupt": "red"}
@@ -475,13 +523,13 @@ def status(
                                 for key in STAGES[name].key_figures if key in record.figures)
         label = f"[{colours[state.state]}]{state.state}[/]"
         if state.reason:
-            label += f"\n[dim]{state.reason}[/dim]"
+            label += f"\n[dim]{escape(state.reason)}[/dim]"
         table.add_row(name, label, record.finished_at if record else "",
                       format_duration(record.duration_s) if record else "", figures)
     reporter.console.print(table)
     if not ws.exists():
-        reporter.info(f"no workspace at {ws.root} yet; {ws.command('all')} creates it, or pass the "
-                      "--workspace of an earlier run")
+        reporter.info(f"no workspace at {ws.root} yet; {ws.command('all')} creates it (with --data-dir DIR "
+                      "for MNIST files on disk), or pass the --workspace of an earlier run")
 
 
 def _format_figure(key: str, value: Any) -> str:

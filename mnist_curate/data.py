@@ -182,7 +182,8 @@ def _check_header(f: MnistFile, path: Path, raw: bytes) -> None:
                         "is it the right file?")
     count = int.from_bytes(raw[4:8], "big")
     if count != f.count:
-        raise DataError(f"{path}: header says {count} {f.kind}, expected {f.count} for MNIST's {f.split} split")
+        raise DataError(f"{path}: header says {count} {f.kind}, expected {f.count} for MNIST's {f.split} split; "
+                        "it is not the MNIST release file. Replace it with the original file.")
     if len(raw) != f.raw_size:
         raise DataError(f"{path}: {len(raw)} bytes of {f.kind} data, expected {f.raw_size}; "
                         "the file is truncated or has extra bytes. Replace it with the original file.")

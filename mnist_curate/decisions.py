@@ -130,9 +130,9 @@ def read_decisions(path: Path) -> dict[str, Decision]:
     try:
         data = path.read_bytes()
     except FileNotFoundError:
-        raise DecisionFileError(path, [f"{path}: file not found"]) from None
+        raise BadInputError(f"decision file {path} not found; check the path given to --decisions") from None
     except OSError as error:
-        raise DecisionFileError(path, [f"{path}: cannot read the file ({error.strerror})"]) from None
+        raise BadInputError(f"cannot read the decision file {path}: {error.strerror}") from None
     return parse_decisions(data, path)
 
 
@@ -460,9 +460,12 @@ def write_decisions(path: Path, decisions: dict[str, Decision]) -> Path | None:
 
     Returns the backup's path, or None when there was no previous file.
     Comments in a previous YAML file are not carried over; notes belong in
-    each decision's ``note``.
+    each decision's ``note``. A symlink is followed, so that the file it
+    points to (say, one kept in git) gets the decisions, not a new file.
     """
     path = Path(path)
+    if path.is_symlink():
+        path = path.resolve()
     ordered = [decisions[sample_id] for sample_id in sorted(decisions, key=sort_key)]
     text = _format_csv(ordered) if path.suffix.lower() == ".csv" else _format_yaml(ordered)
 

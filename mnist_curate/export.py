@@ -26,6 +26,7 @@ import csv
 import ctypes
 import errno
 import io
+import json
 import multiprocessing
 import os
 import shutil
@@ -43,13 +44,14 @@ from mnist_curate.config import Config, dump_config
 from mnist_curate.data import SPLITS
 from mnist_curate.errors import BadInputError, CurateError
 from mnist_curate.pipeline import StageContext
-from mnist_curate.relabel import CLASS_NAMES, load_relabel
-from mnist_curate.workspace import (TEMP_MARK, StageRecord, Workspace, atomic_write_text, file_digest,
-                                    interrupts_deferred)
+from mnist_curate.relabel import CLASS_NAMES, load_relabel, resolve_decisions_path
+from mnist_curate.workspace import (TEMP_MARK, StageRecord, Workspace, atomic_write_bytes, atomic_write_json,
+                                    atomic_write_text, file_digest, interrupts_deferred)
 
 DEFAULT_EXPORT_NAME = "curated-mnist"
 MANIFEST = "manifest.csv"
 CARD = "README.md"
+EXPORT_MARKER = ".export-moving.json"
 # Images per task sent to a worker: large enough that pickling and task
 # overhead stay small, small enough that both workers finish together.
 CHUNK_SIZE = 2000
@@ -65,8 +67,28 @@ def export_dir(config: Config, workspace: Workspace) -> Path:
 
 
 def export_inputs(config: Config, workspace: Workspace, options: dict[str, Any]) -> dict[str, Any]:
-    """Return the export folder for export's cache key, so that another --out exports again."""
-    return {"out": str(export_dir(config, workspace))}
+    """Return the export folder for export's cache key, so that another --out exports again.
+
+    A folder inside the workspace counts by its relative path, so that a
+    copied or moved workspace with its export stays current.
+    """
+    out = export_dir(config, workspace)
+    inside = _path_in_workspace(out, workspace)
+    return {"out": f"WORKSPACE/{inside}" if inside is not None else str(out)}
+
+
+def _path_in_workspace(path: Path, workspace: Workspace) -> str | None:
+    """Return ``path`` relative to the workspace folder, or None when it lies outside."""
+    try:
+        return path.relative_to(workspace.root).as_posix()
+    except ValueError:
+        return None
+
+
+def recorded_out(workspace: Workspace, record: StageRecord) -> Path:
+    """Return the export folder that an export record describes, inside this workspace when it was inside."""
+    inside = record.figures.get("out_in_workspace")
+    return workspace.root / inside if inside else Path(record.figures.get("out", ""))
 
 
 def verify_export(workspace: Workspace, record: StageRecord) -> str | None:
@@ -75,12 +97,14 @@ def verify_export(workspace: Workspace, record: StageRecord) -> str | None:
     Checks the manifest's digest and the number of PNG files per class folder;
     hashing 70,000 PNG files on every status would take too long.
     """
-    out = Path(record.figures["out"])
+    out = recorded_out(workspace, record)
     manifest = out / MANIFEST
     if not manifest.is_file():
         return f"export folder {out} is missing or has no {MANIFEST}"
     if file_digest(manifest) != record.figures["manifest_blake2b"]:
         return f"{manifest} has changed since the export wrote it"
+    if not (out / CARD).is_file():
+        return f"the dataset card {out / CARD} is missing"
     for split, counts in record.figures["class_counts"].items():
         for name, expected in counts.items():
             folder = out / split / name
@@ -88,6 +112,13 @@ def verify_export(workspace: Workspace, record: StageRecord) -> str | None:
             if found != expected:
                 return f"{folder} has {found} PNG files, expected {expected}"
     return None
+
+
+def _has_manifest(out: Path, digest: str) -> bool:
+    try:
+        return file_digest(out / MANIFEST) == digest
+    except OSError:
+        return False
 
 
 def _count_png(folder: Path) -> int:
@@ -100,12 +131,14 @@ def _count_png(folder: Path) -> int:
 
 # Target checks -------------------------------------------------------------------
 
-def check_export_target(out: Path, workspace: Workspace, *, overwrite: bool, data_dir: str | None = None) -> None:
+def check_export_target(out: Path, workspace: Workspace, *, overwrite: bool, data_dir: str | None = None,
+                        decisions: Path | None = None) -> None:
     """Raise BadInputError when exporting to ``out`` would replace something it must not.
 
     A non-empty folder is replaced only with ``overwrite``, or when it is this
-    workspace's own last export, unchanged since. The MNIST data folder is
-    never a target, not even with ``overwrite``.
+    workspace's own export, unchanged since. Never replaced, not even with
+    ``overwrite``: the MNIST data folder, the workspace and its folders other
+    than its own export, and a folder that contains the decision file.
     """
     if out.exists() and not out.is_dir():
         raise BadInputError(f"export target {out} exists and is not a folder; pass another --out")
@@ -129,9 +162,18 @@ def check_export_target(out: Path, workspace: Workspace, *, overwrite: bool, dat
     if out in reserved:
         raise BadInputError(f"export target {out} would replace the workspace {workspace.root} or one of its "
                             "stage folders; pass a folder outside it, or a new folder inside it")
-    if overwrite or not out.is_dir() or not any(out.iterdir()):
+    if not out.is_dir() or not any(out.iterdir()):
         return
+    if decisions is not None and out.resolve() in decisions.resolve().parents:
+        raise BadInputError(f"export target {out} contains the decision file {decisions}, which an export there "
+                            "would delete, even with --overwrite. Pass another --out.")
     if _is_own_export(out, workspace):
+        return
+    if workspace.root in out.parents:
+        raise BadInputError(f"export target {out} is a folder of the workspace {workspace.root} (such as the "
+                            "review database) but not its export, so it is not replaced, even with --overwrite. "
+                            "Pass a new folder, or one outside the workspace.")
+    if overwrite:
         return
     raise BadInputError(f"export target {out} is not empty; pass --overwrite to replace it, "
                         "or another --out")
@@ -140,26 +182,40 @@ def check_export_target(out: Path, workspace: Workspace, *, overwrite: bool, dat
 def precheck_export(config: Config, workspace: Workspace, options: dict[str, Any]) -> None:
     """Reject an export target that the export would not be allowed to replace."""
     check_export_target(export_dir(config, workspace), workspace, overwrite=bool(options.get("overwrite")),
-                        data_dir=config.data.dir)
+                        data_dir=config.data.dir, decisions=resolve_decisions_path(workspace, options))
 
 
 def _is_own_export(out: Path, workspace: Workspace) -> bool:
-    """Tell whether ``out`` contains this workspace's last export, by its manifest's digest.
+    """Tell whether ``out`` contains an export that this workspace wrote, with nothing added since.
 
-    The digest, not the folder's path, decides, so that the export of a
-    workspace that was copied or moved (with its export) counts too.
+    The manifest's digest, not the folder's path, decides, so that the
+    export of a copied or moved workspace counts too. Its digest is taken
+    from the export record, or from the marker that the export writes just
+    before it moves a new export into place, which covers an export
+    interrupted between that move and its record. Files the export wrote
+    may be missing (a damaged export is replaced), but anything it did not
+    write (a note, another PNG file) makes the folder the user's.
     """
-    with contextlib.suppress(CurateError, OSError, KeyError):
+    with contextlib.suppress(CurateError, OSError, KeyError, ValueError):
+        digest = file_digest(out / MANIFEST)
         record = workspace.read_record("export")
-        if record is None or file_digest(out / MANIFEST) != record.figures["manifest_blake2b"]:
+        known = {record.figures["manifest_blake2b"]} if record is not None else set()
+        marker = workspace.root / EXPORT_MARKER
+        if marker.is_file():
+            known.add(json.loads(marker.read_text(encoding="utf-8"))["manifest_blake2b"])
+        if digest not in known:
             return False
-        # Anything the export did not write (a note, an extra PNG) makes the folder the user's.
-        expected_entries = {MANIFEST, CARD, *record.figures["class_counts"]}
-        if {entry.name for entry in out.iterdir()} - expected_entries:
+        with open(out / MANIFEST, newline="", encoding="utf-8") as handle:
+            written = {row["path"] for row in csv.DictReader(handle)}
+        # Every split has a folder per class, empty ones included.
+        folders = {f"{split}/{name}" for split in SPLITS for name in CLASS_NAMES}
+        if {entry.name for entry in out.iterdir()} - {MANIFEST, CARD, *SPLITS}:
             return False
-        return all(_count_png(out / split / name) == count and
-                   len(list((out / split / name).iterdir())) == count
-                   for split, counts in record.figures["class_counts"].items() for name, count in counts.items())
+        for split in SPLITS:
+            if (out / split).is_dir() and {f"{split}/{entry.name}" for entry in (out / split).iterdir()} - folders:
+                return False
+        return all(f"{folder}/{entry.name}" in written
+                   for folder in folders if (out / folder).is_dir() for entry in (out / folder).iterdir())
     return False
 
 
@@ -169,7 +225,8 @@ def run_export(context: StageContext) -> dict[str, Any]:
     """Write the PNG folder tree, manifest and dataset card; return the stage's figures."""
     config, workspace, reporter = context.config, context.workspace, context.reporter
     out = export_dir(config, workspace)
-    check_export_target(out, workspace, overwrite=bool(context.options.get("overwrite")), data_dir=config.data.dir)
+    check_export_target(out, workspace, overwrite=bool(context.options.get("overwrite")), data_dir=config.data.dir,
+                        decisions=resolve_decisions_path(workspace, context.options))
 
     data = context.data
     relabel = load_relabel(workspace)
@@ -184,6 +241,8 @@ def run_export(context: StageContext) -> dict[str, Any]:
     temp = out.with_name(f".{out.name}{TEMP_MARK}{os.getpid()}")
     if temp.exists():
         shutil.rmtree(temp)
+    marker = workspace.root / EXPORT_MARKER
+    marker_written, previous_marker = False, None
     try:
         for split in SPLITS:
             for name in CLASS_NAMES:
@@ -209,9 +268,20 @@ def run_export(context: StageContext) -> dict[str, Any]:
         atomic_write_text(temp / MANIFEST, manifest_text)
         card = dataset_card(config, workspace, class_counts)
         atomic_write_text(temp / CARD, card)
+        # Written before the move, so that a rerun after an interruption recognises this export as its own.
+        previous_marker = marker.read_bytes() if marker.is_file() else None
+        new_digest = file_digest(temp / MANIFEST)
+        atomic_write_json(marker, {"out": str(out), "manifest_blake2b": new_digest})
+        marker_written = True
         _replace_folder(temp, out)
     except BaseException as error:
         shutil.rmtree(temp, ignore_errors=True)
+        # The marker stays only when the new export is in place (an interrupt held until the move ended).
+        if marker_written and not _has_manifest(out, new_digest):
+            if previous_marker is not None:
+                atomic_write_bytes(marker, previous_marker)
+            else:
+                marker.unlink(missing_ok=True)
         if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
             raise CurateError(f"no space left on the device of {out.parent} while exporting "
                               f"{len(sample_ids):,} PNG files; the partial export was removed and "
@@ -231,6 +301,7 @@ def run_export(context: StageContext) -> dict[str, Any]:
     reporter.info(f"exported {n_files:,} PNG files to {out} ({n_files / png_seconds:,.0f} files/s)")
     return {
         "out": str(out),
+        "out_in_workspace": _path_in_workspace(out, workspace),
         "n_files": n_files,
         "class_counts": class_counts,
         "manifest_blake2b": file_digest(out / MANIFEST),
@@ -256,7 +327,7 @@ def link_previous_pngs(out: Path, temp: Path, sample_ids: np.ndarray, relative_p
         record = workspace.read_record("export")
     except CurateError:
         return linked_mask
-    if record is None or Path(record.figures.get("out", "")) != out or verify_export(workspace, record):
+    if record is None or recorded_out(workspace, record) != out or verify_export(workspace, record):
         return linked_mask
     previous_level = record.inputs.get("config", {}).get("export.png_compress_level")
     if previous_level != compress_level:
@@ -282,7 +353,11 @@ def _replace_folder(temp: Path, out: Path) -> None:
         if out.exists():
             old = out.with_name(f".{out.name}.old-{os.getpid()}")
             os.replace(out, old)
-            os.replace(temp, out)
+            try:
+                os.replace(temp, out)
+            except OSError:
+                os.replace(old, out)
+                raise
         else:
             out.parent.mkdir(parents=True, exist_ok=True)
             os.replace(temp, out)

@@ -350,9 +350,14 @@ def _connect(uri: str) -> None:
     try:
         database.get_db_conn()
     except Exception as error:  # noqa: BLE001 - pymongo and FiftyOne raise many types for one cause
-        where = "the workspace's own MongoDB" if user_database_uri() is None else f"{DATABASE_URI_VARIABLE}={uri}"
+        if user_database_uri() is None:
+            where, fix = "the workspace's own MongoDB", _DATABASE_ERROR_FIX
+        else:
+            where = f"{DATABASE_URI_VARIABLE}={uri}"
+            fix = (f"Check that a MongoDB 6.0+ accepts connections at that URI, or unset {DATABASE_URI_VARIABLE} "
+                   "to use the workspace's own mongod.")
         raise DatabaseError(f"cannot use the FiftyOne database at {where}: {type(error).__name__}: {error}. "
-                            f"{_DATABASE_ERROR_FIX}") from None
+                            f"{fix}") from None
 
 
 def _disconnect() -> None:

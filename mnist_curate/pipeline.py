@@ -26,7 +26,7 @@ from mnist_curate import __version__
 from mnist_curate.config import Config
 from mnist_curate.errors import PrerequisiteError
 from mnist_curate.ui import Reporter, format_duration
-from mnist_curate.workspace import CorruptRecordError, StageRecord, Workspace, now_iso
+from mnist_curate.workspace import CorruptRecordError, StageRecord, Workspace, atomic_write_json, now_iso
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,10 @@ class Stage:
     # "module:function(config, workspace, options)" that check_can_run calls
     # to reject bad input (such as the export target) before the lock is taken.
     precheck: str | None = None
+    # "module:function(workspace, record, options) -> bool" that updates a
+    # current record's figures for an input outside the cache key, such as
+    # the decision file's path. run_stage saves the record when it returns True.
+    refresh: str | None = None
 
     def load_runner(self) -> Callable[["StageContext"], dict[str, Any]]:
         return _load(self.runner)
@@ -114,6 +118,7 @@ STAGES: dict[str, Stage] = {
             reads_data=True,
             key_figures=("n_applied", "n_idk", "n_ignored"),
             inputs="mnist_curate.relabel:relabel_inputs",
+            refresh="mnist_curate.relabel:refresh_relabel_record",
         ),
         Stage(
             name="export",
@@ -297,6 +302,8 @@ def run_stage(name: str, *, config: Config, workspace: Workspace, reporter: Repo
     if state.state == "done" and not force:
         record = state.record
         assert record is not None
+        if stage.refresh and _load(stage.refresh)(workspace, record, options):
+            atomic_write_json(workspace.record_path(name), record.__dict__)
         reporter.info(f"[green]{name}: cached[/green] (computed {record.finished_at} in "
                       f"{format_duration(record.duration_s)})")
         return StageOutcome(name, False, record, time.perf_counter() - started)
@@ -336,9 +343,13 @@ def check_can_run(names: list[str], *, config: Config, workspace: Workspace,
     The data stays in the process cache, so the stage does not read it again.
     Without ``data.dir`` the stage downloads MNIST, so nothing is checked here.
     """
-    from mnist_curate.data import load_mnist, resolve_device
+    from mnist_curate.data import load_mnist, locate_files, resolve_device
 
     workspace.check_is_folder()
+    # Checked even when every stage is cached, because the command saves the config for later commands.
+    resolve_device(config.device)
+    if config.data.dir:
+        locate_files(Path(config.data.dir).expanduser())
     states = stage_states(config, workspace, options, verify=False)
     pending = [name for name in names if force or states[name].state != "done"]
     if not pending:
@@ -350,7 +361,6 @@ def check_can_run(names: list[str], *, config: Config, workspace: Workspace,
     for name in pending:
         if STAGES[name].precheck:
             _load(STAGES[name].precheck)(config, workspace, options or {})
-    resolve_device(config.device)
     if config.data.dir and any(STAGES[name].reads_data for name in pending):
         _cached_data(config, load_mnist)
 

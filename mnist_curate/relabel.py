@@ -72,6 +72,9 @@ def relabel_inputs(config: Config, workspace: Workspace, options: dict[str, Any]
 
 
 def no_decisions_message(workspace: Workspace) -> str:
+    if not workspace.exists():
+        return (f"no workspace at {workspace.root} yet, so there is no decision file and nothing to relabel; "
+                f"{workspace.command('all')} runs the whole chain, or pass the --workspace of an earlier run.")
     return (f"no decision file: {workspace_decisions_path(workspace)} does not exist and --decisions was not given. "
             f"Get one by reviewing the candidates ({workspace.command('review')}), by accepting them all as IDK "
             f"({workspace.command('all')} without --decisions), or pass --decisions FILE.")
@@ -140,19 +143,48 @@ def load_decisions_for(workspace: Workspace, options: dict[str, Any]) -> tuple[P
 
 
 def choose_decisions(workspace: Workspace, given: Path | None) -> Path:
-    """Return the decision file of the relabel command: the given one, else WORKSPACE/decisions.yaml.
+    """Return the decision file of the relabel command.
 
-    The file is validated here, before the command takes the workspace lock,
-    so that an invalid file leaves the workspace as it was.
+    That is the given one, else the file that the last relabel read, else
+    WORKSPACE/decisions.yaml. So `relabel --decisions reviewed.yaml`, an edit
+    of reviewed.yaml and a plain `relabel` apply the edited file. The file is
+    validated here, before the command takes the workspace lock, so that an
+    invalid file leaves the workspace as it was.
     """
     if given is not None:
         path = given.expanduser().absolute()
     else:
-        path = workspace_decisions_path(workspace)
-        if not path.is_file():
+        path = resolve_decisions_path(workspace, {})
+        if path is None:
             raise BadInputError(no_decisions_message(workspace))
+        if not path.exists():
+            raise BadInputError(f"the last relabel read the decision file {path}, which no longer exists; "
+                                "pass --decisions FILE to name the file to apply (a moved file stays current "
+                                "when its content is unchanged)")
     read_decisions(path)
     return path
+
+
+def is_workspace_decisions(path: Path, workspace: Workspace) -> bool:
+    """Tell whether ``path`` is WORKSPACE/decisions.yaml, through symlinks and `..` too."""
+    return path.resolve() == workspace_decisions_path(workspace).resolve()
+
+
+def refresh_relabel_record(workspace: Workspace, record: Any, options: dict[str, Any]) -> bool:
+    """Point a current relabel record at the decision file given now; return whether it changed.
+
+    The cache key contains only the file's content digest, so a moved or copied
+    file with the same content leaves relabel cached. The record must then
+    name the new path, or status and export would look for the old one.
+    """
+    if not options.get("decisions"):
+        return False
+    path = Path(options["decisions"]).expanduser().absolute()
+    figures = {"decisions_path": str(path), "decisions_in_workspace": is_workspace_decisions(path, workspace)}
+    if all(record.figures.get(key) == value for key, value in figures.items()):
+        return False
+    record.figures.update(figures)
+    return True
 
 
 def dry_run_relabel(config: Config, workspace: Workspace, options: dict[str, Any], reporter: Reporter) -> dict[str, Any]:
@@ -189,7 +221,7 @@ def run_relabel(context: StageContext) -> dict[str, Any]:
 
     return {
         "decisions_path": str(path),
-        "decisions_in_workspace": path == workspace_decisions_path(context.workspace),
+        "decisions_in_workspace": is_workspace_decisions(path, context.workspace),
         "decisions_sha256": file_digest(path),
         "n_decisions": len(decisions),
         "n_applied": len(result.applied),

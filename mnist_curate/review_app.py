@@ -66,6 +66,9 @@ def run_review(workspace: Workspace, config: Config, reporter: Reporter, options
             raise BadInputError(_no_dataset_message(workspace))
     else:
         check_upstream(config, workspace)
+        if options.launch:
+            check_address(options.address)
+            check_port_free(options.address, options.port)
     with workspace.locked(command_line()) as lock:
         if lock.recovered_from:
             reporter.warn(f"recovered a stale workspace lock left by {lock.recovered_from.describe()}")

@@ -8,12 +8,23 @@ lines of a command (its summary), dropping progress and log lines.
 from __future__ import annotations
 
 import contextlib
+import re
 import time
 from typing import Iterator
 
 from rich.console import Console
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn,
                            TimeElapsedColumn, TimeRemainingColumn)
+
+
+# Square brackets that do not open one of the styles that messages use, so that a path
+# or a review tag such as `w[/x]` prints as it is instead of being read as markup.
+_NOT_A_STYLE = re.compile(r"\[(?!/?(?:bold|dim|green|yellow|red)\]|/\])")
+
+
+def safe_markup(message: str) -> str:
+    """Escape every square bracket of ``message`` except those of the styles messages use."""
+    return _NOT_A_STYLE.sub(r"\[", message)
 
 
 class Reporter:
@@ -28,23 +39,23 @@ class Reporter:
 
     def info(self, message: str) -> None:
         if not self.quiet:
-            self.console.print(message)
+            self.console.print(safe_markup(message))
 
     def detail(self, message: str) -> None:
         if self.verbose and not self.quiet:
-            self.console.print(f"[dim]{message}[/dim]")
+            self.console.print(f"[dim]{safe_markup(message)}[/dim]")
 
     def warn(self, message: str) -> None:
         self.warnings.append(message)
-        self.console.print(f"[yellow]warning:[/yellow] {message}")
+        self.console.print(f"[yellow]warning:[/yellow] {safe_markup(message)}")
 
     def print(self, renderable: object) -> None:
         if not self.quiet:
-            self.console.print(renderable)
+            self.result(renderable)
 
     def result(self, renderable: object) -> None:
         """Print a command's result, which --quiet keeps."""
-        self.console.print(renderable)
+        self.console.print(safe_markup(renderable) if isinstance(renderable, str) else renderable)
 
     @contextlib.contextmanager
     def progress(self) -> Iterator[Progress]:

@@ -40,6 +40,7 @@ import numpy as np
 from mnist_curate.errors import BadInputError, CurateError, WorkspaceLockedError
 
 DEFAULT_WORKSPACE = "mnist-curate-workspace"
+WORKSPACE_VARIABLE = "MNIST_CURATE_WORKSPACE"
 TEMP_MARK = ".tmp-"
 HASH_CHUNK_BYTES = 1 << 20
 
@@ -301,11 +302,13 @@ class Workspace:
     def command(self, arguments: str) -> str:
         """Return `mnist-curate ARGUMENTS -w WORKSPACE` for a message, the path shell-quoted.
 
-        The -w option is left out for the default workspace in the current
-        folder, where the plain command finds it.
+        The -w option is left out for the workspace that the plain command
+        finds: MNIST_CURATE_WORKSPACE if set, else the default folder.
         """
         text = f"mnist-curate {arguments}"
-        if self.root != Path(DEFAULT_WORKSPACE).absolute():
+        from_environment = os.environ.get(WORKSPACE_VARIABLE)
+        plain_finds_it = Path(from_environment).expanduser().absolute() if from_environment else None
+        if self.root != (plain_finds_it or Path(DEFAULT_WORKSPACE).absolute()):
             text += f" -w {shlex.quote(str(self.root))}"
         return f"`{text}`"
 

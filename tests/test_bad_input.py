@@ -149,6 +149,7 @@ def test_bad_config_exits_2_and_changes_nothing(runner, curated_copy, tmp_path, 
     before = snapshot(curated_copy)
     result = invoke(runner, "all", "-w", curated_copy, "--config", config_file)
     assert_rejected(result, expected, str(config_file))
+    assert "command-line options" not in result.output
     assert snapshot(curated_copy) == before
 
 
@@ -163,6 +164,8 @@ def test_bad_option_exits_2_and_changes_nothing(runner, curated_copy, options, e
     before = snapshot(curated_copy)
     result = invoke(runner, "train", "-w", curated_copy, *options, "--force")
     assert_rejected(result, expected)
+    if "found" in expected:
+        assert f"invalid config in the command-line options {' '.join(options)} (applied over" in result.output
     assert snapshot(curated_copy) == before
 
 
@@ -220,7 +223,8 @@ def test_bad_csv_header_exits_2_and_changes_nothing(runner, curated_copy, tmp_pa
 def test_missing_decision_file_exits_2(runner, curated_copy, tmp_path):
     before = snapshot(curated_copy)
     result = invoke(runner, "relabel", "-w", curated_copy, "--decisions", tmp_path / "nowhere.yaml")
-    assert_rejected(result, f"{tmp_path / 'nowhere.yaml'}: file not found")
+    assert_rejected(result, f"decision file {tmp_path / 'nowhere.yaml'} not found; check the path given to --decisions")
+    assert "invalid decision file" not in result.output
     assert snapshot(curated_copy) == before
 
 
@@ -283,7 +287,7 @@ def test_100000_line_decision_file_is_applied(runner, curated_copy, tmp_path):
     (("score",), "score needs up-to-date results of train, embed, but train has not run; embed has not run. "
                  "Run `mnist-curate train -w "),
     (("export",), "export needs up-to-date results of train, embed, score, candidates, relabel"),
-    (("relabel",), "no decision file: "),
+    (("relabel",), "no workspace at "),
 ])
 def test_command_before_prerequisites_names_stage_and_creates_nothing(runner, tmp_path, command, expected):
     workspace = tmp_path / "new"
@@ -364,9 +368,9 @@ def test_export_to_unwritable_folder_exits_2(runner, curated_copy, tmp_path):
 def test_export_to_immutable_folder_exits_2(runner, curated_copy, tmp_path):
     target = tmp_path / "immutable"
     target.mkdir()
-    made = subprocess.run(["chattr", "+i", str(target)], capture_output=True, text=True)
-    if made.returncode != 0:
-        pytest.skip(f"cannot make a folder immutable ({made.stderr.strip()}); chattr needs root and ext4 or similar")
+    chattr = subprocess.run(["chattr", "+i", str(target)], capture_output=True, text=True)
+    if chattr.returncode != 0:
+        pytest.skip(f"cannot make a folder immutable ({chattr.stderr.strip()}); chattr needs root and ext4 or similar")
     before = snapshot(curated_copy)
     try:
         result = invoke(runner, "export", "-w", curated_copy, "--out", target)
@@ -408,8 +412,9 @@ def test_relative_data_dir_is_saved_absolute(runner, scored_copy, mnist_dir, tmp
     monkeypatch.chdir(data.parent)
     result = invoke(runner, "relabel", "-w", scored_copy, "--decisions", decisions, "--data-dir", data.name)
     assert result.exit_code == 0, result.output
-    saved = yaml.safe_load((scored_copy / "config.yaml").read_text())
-    assert saved["data"]["dir"] == str(data)
+    saved = Path(yaml.safe_load((scored_copy / "config.yaml").read_text())["data"]["dir"])
+    assert saved.is_absolute()
+    assert saved.resolve() == data.resolve()
 
 @pytest.mark.parametrize("args", [("train", "--epochz", "3"), ("train", "--limit", "many"), ("status", "extra")])
 def test_malformed_command_line_exits_2(runner, tmp_path, args):
@@ -417,3 +422,38 @@ def test_malformed_command_line_exits_2(runner, tmp_path, args):
     assert result.exit_code == 2
     assert "Traceback" not in result.output
     assert not (tmp_path / "ws").exists()
+
+
+def test_bad_device_is_rejected_when_cached(runner, scored_copy):
+    before = snapshot(scored_copy)
+    result = invoke(runner, "train", "-w", scored_copy, "--device", "cuda")
+    assert_rejected(result, "device 'cuda' is not available here")
+    assert snapshot(scored_copy) == before
+
+
+def test_missing_data_dir_is_rejected_when_cached(runner, scored_copy, tmp_path):
+    before = snapshot(scored_copy)
+    result = invoke(runner, "score", "-w", scored_copy, "--data-dir", tmp_path / "nowhere")
+    assert_rejected(result, f"data folder {tmp_path / 'nowhere'} does not exist")
+    assert snapshot(scored_copy) == before
+
+
+def test_config_file_paths_are_taken_from_its_folder(runner, scored_copy, mnist_dir, tmp_path, monkeypatch):
+    config = yaml.safe_load((scored_copy / "config.yaml").read_text())
+    folder = tmp_path / "configs"
+    folder.mkdir()
+    (folder / "data").symlink_to(mnist_dir.absolute())
+    config["data"]["dir"] = "data"
+    (folder / "curate.yaml").write_text(yaml.safe_dump(config))
+    monkeypatch.chdir(tmp_path)
+    result = invoke(runner, "score", "-w", scored_copy, "--config", folder / "curate.yaml")
+    assert result.exit_code == 0, result.output
+    saved = yaml.safe_load((scored_copy / "config.yaml").read_text())
+    assert saved["data"]["dir"] == str(folder / "data")
+
+
+def test_quiet_stage_prints_key_figures(runner, scored_copy):
+    result = invoke(runner, "score", "-w", scored_copy, "--quiet")
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("score: cached; n_label_issues ")
+    assert "candidates: cached; n_candidates " in result.output

@@ -141,8 +141,9 @@ def test_top_level_list_is_rejected(tmp_path):
 
 
 def test_missing_file_is_bad_input(tmp_path):
-    error = problems_of(tmp_path / "nowhere.yaml")
-    assert "file not found" in str(error)
+    with pytest.raises(BadInputError, match="nowhere.yaml not found") as caught:
+        read_decisions(tmp_path / "nowhere.yaml")
+    assert not isinstance(caught.value, DecisionFileError), "a missing file has no lines to fix"
 
 
 def test_crlf_bom_and_unicode_notes(tmp_path):
@@ -221,6 +222,17 @@ def test_write_keeps_previous_file_as_backup(tmp_path):
     assert read_decisions(path) == SAMPLE_DECISIONS
     assert sorted(p.name for p in tmp_path.iterdir()) == ["decisions.yaml", "decisions.yaml.bak"]
 
+
+def test_write_through_symlink_keeps_link(tmp_path):
+    tracked = tmp_path / "repo" / "decisions.yaml"
+    tracked.parent.mkdir()
+    write_decisions(tracked, {"test-00007": SAMPLE_DECISIONS["test-00007"]})
+    link = tmp_path / "ws" / "decisions.yaml"
+    link.parent.mkdir()
+    link.symlink_to(tracked)
+    write_decisions(link, SAMPLE_DECISIONS)
+    assert link.is_symlink()
+    assert read_decisions(tracked) == SAMPLE_DECISIONS
 
 def test_empty_decisions_round_trip(tmp_path):
     path = tmp_path / "decisions.yaml"

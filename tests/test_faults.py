@@ -18,11 +18,11 @@ from typer.testing import CliRunner
 from conftest import REPO_ROOT, SMALL_RUN, invoke, snapshot
 
 
-def start_train(workspace: Path, mnist_dir: Path) -> subprocess.Popen:
+def start_train(workspace: Path, mnist_dir: Path, *extra: str) -> subprocess.Popen:
     env = os.environ | {"PYTHONPATH": str(REPO_ROOT)}
     return subprocess.Popen(
         [sys.executable, "-m", "mnist_curate", "train", "-w", str(workspace), "--data-dir", str(mnist_dir),
-         "--verbose", *SMALL_RUN],
+         "--verbose", *SMALL_RUN, *extra],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
 
@@ -79,7 +79,8 @@ def test_ctrl_c_mid_training_exits_130_with_one_line(tmp_path, mnist_dir, traine
 
 def test_second_writer_fails_fast_naming_the_holder(tmp_path, mnist_dir):
     workspace = tmp_path / "ws"
-    first = start_train(workspace, mnist_dir)
+    # Long enough to hold the lock while the second process starts, even on idle cores.
+    first = start_train(workspace, mnist_dir, "--epochs", "50")
     try:
         wait_for_line(first, "data:")
         second = subprocess.run(

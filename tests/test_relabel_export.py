@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import yaml
 from PIL import Image
+from typer.testing import CliRunner
 
 from conftest import invoke
 from mnist_curate.config import config_from_dict
@@ -425,3 +426,123 @@ def test_export_before_relabel_names_missing_stage(runner, workspace, tmp_path):
     assert result.exit_code == 2
     assert "relabel has not run" in result.output
     assert not (tmp_path / "curated").exists()
+
+
+def test_copied_workspace_keeps_its_export_current(runner, curated_workspace, tmp_path):
+    copy = tmp_path / "moved"
+    shutil.copytree(curated_workspace, copy, ignore=shutil.ignore_patterns(".lock"))
+    report = status_of(runner, copy)
+    assert report["export"]["state"] == "done", report["export"]
+    result = invoke(runner, "export", "-w", copy)
+    assert result.exit_code == 0, result.output
+    assert "export: cached" in result.output
+
+
+def test_plain_relabel_reapplies_last_file(runner, workspace, subset, tmp_path):
+    reviewed = tmp_path / "reviewed.yaml"
+    decisions_file(reviewed, subset, n_idk=2)
+    assert invoke(runner, "relabel", "-w", workspace, "--decisions", reviewed).exit_code == 0
+    decisions_file(workspace / "decisions.yaml", subset, n_idk=6)
+    decisions_file(reviewed, subset, n_idk=4)
+
+    result = invoke(runner, "relabel", "-w", workspace)
+    assert result.exit_code == 0, result.output
+    assert f"relabel: applying {reviewed}, the file that the last relabel read" in result.output
+    figures = json.loads((workspace / "stages" / "relabel.json").read_text())["figures"]
+    assert figures["decisions_path"] == str(reviewed)
+    assert figures["n_idk"] == 4
+
+
+def test_moved_decision_file_stays_current(runner, workspace, subset, tmp_path):
+    first = tmp_path / "first.yaml"
+    decisions_file(first, subset)
+    assert invoke(runner, "relabel", "-w", workspace, "--decisions", first).exit_code == 0
+    moved = tmp_path / "moved.yaml"
+    first.rename(moved)
+    assert status_of(runner, workspace)["relabel"]["state"] == "stale"
+
+    result = invoke(runner, "relabel", "-w", workspace, "--decisions", moved)
+    assert result.exit_code == 0, result.output
+    assert "relabel: cached" in result.output
+    assert status_of(runner, workspace)["relabel"]["state"] == "done"
+    assert json.loads((workspace / "stages" / "relabel.json").read_text())["figures"]["decisions_path"] == str(moved)
+
+
+def test_plain_relabel_after_move_names_the_fix(runner, workspace, subset, tmp_path):
+    first = tmp_path / "first.yaml"
+    decisions_file(first, subset)
+    assert invoke(runner, "relabel", "-w", workspace, "--decisions", first).exit_code == 0
+    first.rename(tmp_path / "moved.yaml")
+    result = invoke(runner, "relabel", "-w", workspace)
+    assert result.exit_code == 2
+    assert f"the last relabel read the decision file {first}, which no longer exists" in result.output
+
+
+def test_export_never_replaces_folder_with_decisions(runner, relabelled, subset, tmp_path):
+    project = tmp_path / "project"
+    project.mkdir()
+    decisions = project / "decisions.yaml"
+    decisions_file(decisions, subset)
+    assert invoke(runner, "relabel", "-w", relabelled, "--decisions", decisions).exit_code == 0
+    result = invoke(runner, "export", "-w", relabelled, "--out", project, "--overwrite")
+    assert result.exit_code == 2
+    assert f"export target {project} contains the decision file {decisions}" in result.output
+    assert decisions.is_file()
+
+
+def test_export_never_replaces_review_folder(runner, relabelled, tmp_path):
+    review = relabelled / "review"
+    review.mkdir()
+    (review / "dataset.json").write_text("{}")
+    result = invoke(runner, "export", "-w", relabelled, "--out", review, "--overwrite")
+    assert result.exit_code == 2
+    assert "is a folder of the workspace" in result.output
+    assert (review / "dataset.json").read_text() == "{}"
+
+
+def test_export_interrupted_after_move_is_own(runner, relabelled, tmp_path):
+    out = tmp_path / "curated"
+    assert invoke(runner, "export", "-w", relabelled, "--out", out).exit_code == 0
+    # As after an interruption between moving the new export into place and writing its record.
+    (relabelled / "stages" / "export.json").unlink()
+    result = invoke(runner, "export", "-w", relabelled, "--out", out)
+    assert result.exit_code == 0, result.output
+    assert len(read_manifest(out)) == 4000
+
+
+def test_damaged_own_export_is_exported_again(runner, relabelled, tmp_path):
+    out = tmp_path / "curated"
+    assert invoke(runner, "export", "-w", relabelled, "--out", out).exit_code == 0
+    removed = next(out.glob("train/*/*.png"))
+    removed.unlink()
+    (out / "README.md").unlink()
+    assert status_of(runner, relabelled)["export"]["state"] == "corrupt"
+
+    result = invoke(runner, "export", "-w", relabelled)
+    assert result.exit_code == 0, result.output
+    assert "the saved result is damaged" in result.output
+    assert removed.is_file()
+    assert (out / "README.md").is_file()
+    assert status_of(runner, relabelled)["export"]["state"] == "done"
+
+
+def test_missing_card_makes_export_corrupt(runner, relabelled, tmp_path):
+    out = tmp_path / "curated"
+    assert invoke(runner, "export", "-w", relabelled, "--out", out).exit_code == 0
+    (out / "README.md").unlink()
+    report = status_of(runner, relabelled)
+    assert report["export"]["state"] == "corrupt"
+    assert "dataset card" in report["export"]["reason"]
+
+
+def test_brackets_in_workspace_path_print_as_is(runner, workspace, subset, tmp_path):
+    (tmp_path / "w[").mkdir()
+    odd = tmp_path / "w[" / "x]"  # the path ends in w[/x], which rich would read as a closing tag
+    workspace.rename(odd)
+    decisions_file(odd / "decisions.yaml", subset)
+    result = invoke(runner, "relabel", "-w", odd)
+    assert result.exit_code == 0, result.output
+    assert str(odd / "decisions.yaml") in result.output
+    listed = invoke(CliRunner(env={"COLUMNS": "500"}), "status", "-w", odd)
+    assert listed.exit_code == 0, listed.output
+    assert f"workspace {odd}" in listed.output

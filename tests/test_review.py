@@ -21,7 +21,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from conftest import REPO_ROOT, invoke
+from conftest import REPO_ROOT, invoke, snapshot
 from mnist_curate.fiftyone_env import database_dir, fiftyone_for, free_loopback_port, start_mongod
 from mnist_curate.review import (REVIEW_TAGS, SAVED_VIEWS, SCORE_FIELDS, images_dir, misspelt_review_tags,
                                  read_state, verdict_from_tags)
@@ -439,6 +439,18 @@ def test_port_in_use_exits_2_with_message(review_copy):
     assert "--port" in result.output
     assert "Traceback" not in result.output
 
+
+def test_port_in_use_is_found_before_the_build(scored_copy):
+    before = snapshot(scored_copy)
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        result = invoke_review(scored_copy, "--remote", "--port", str(port))
+    assert result.exit_code == 2
+    assert f"port {port} is already in use" in result.output
+    assert snapshot(scored_copy) == before, "a port in use is bad input, so nothing is built"
+    assert not (scored_copy / "review").exists()
 
 def chromium_or_skip() -> None:
     if CHROMIUM.exists():

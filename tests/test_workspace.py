@@ -222,3 +222,11 @@ def test_command_hint_quotes_workspace(tmp_path, monkeypatch):
     quoted_path = tmp_path / "it's here"
     assert Workspace(quoted_path).command("train") == f"`mnist-curate train -w {shlex.quote(str(quoted_path))}`"
     assert shlex.split(Workspace(quoted_path).command("train").strip("`"))[-1] == str(quoted_path)
+
+
+def test_command_hint_follows_workspace_variable(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MNIST_CURATE_WORKSPACE", str(tmp_path / "shared-ws"))
+    assert Workspace(tmp_path / "shared-ws").command("all") == "`mnist-curate all`"
+    default = Workspace(Path("mnist-curate-workspace")).command("all")
+    assert default == f"`mnist-curate all -w {tmp_path / 'mnist-curate-workspace'}`"
