@@ -315,12 +315,12 @@ def export(
 
     Example: [bold]mnist-curate export --out curated-mnist[/bold]
     """
-    from mnist_curate.export import export_summary
+    from mnist_curate.export import export_summary, figures_in
 
     overrides = _data_overrides(data_dir, None, None, None) | _out_override(out)
     (outcome,) = _run_stages(["export"], workspace=workspace, config_file=config_file, overrides=overrides,
                              force=force, verbose=verbose, quiet=quiet, options={"overwrite": overwrite})
-    _reporter(verbose, quiet).result(export_summary(outcome.record.figures))
+    _reporter(verbose, quiet).result(export_summary(figures_in(Workspace(workspace), outcome.record.figures)))
 
 
 @app.command(name="all")
@@ -489,6 +489,7 @@ def status(
 
     Example: [bold]mnist-curate status --json[/bold]
     """
+    from mnist_curate.export import figures_in
     from mnist_curate.pipeline import STAGES, stage_states
 
     reporter = _reporter(verbose, False)
@@ -496,6 +497,8 @@ def status(
     ws.check_is_folder()
     config = resolve_config(ws, config_file, {})
     states = stage_states(config, ws)
+    if states["export"].record is not None:
+        states["export"].record.figures = figures_in(ws, states["export"].record.figures)
 
     report: dict[str, dict[str, Any]] = {}
     for name, state in states.items():

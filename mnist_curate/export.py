@@ -51,7 +51,7 @@ from mnist_curate.workspace import (TEMP_MARK, StageRecord, Workspace, atomic_wr
 DEFAULT_EXPORT_NAME = "curated-mnist"
 MANIFEST = "manifest.csv"
 CARD = "README.md"
-EXPORT_MARKER = ".export-moving.json"
+EXPORT_MARKER = ".last-export.json"
 # Images per task sent to a worker: large enough that pickling and task
 # overhead stay small, small enough that both workers finish together.
 CHUNK_SIZE = 2000
@@ -87,8 +87,13 @@ def _path_in_workspace(path: Path, workspace: Workspace) -> str | None:
 
 def recorded_out(workspace: Workspace, record: StageRecord) -> Path:
     """Return the export folder that an export record describes, inside this workspace when it was inside."""
-    inside = record.figures.get("out_in_workspace")
-    return workspace.root / inside if inside else Path(record.figures.get("out", ""))
+    return Path(figures_in(workspace, record.figures)["out"])
+
+
+def figures_in(workspace: Workspace, figures: dict[str, Any]) -> dict[str, Any]:
+    """Return export figures with ``out`` in this workspace, for a record written in a workspace since copied."""
+    inside = figures.get("out_in_workspace")
+    return {**figures, "out": str(workspace.root / inside) if inside else figures.get("out", "")}
 
 
 def verify_export(workspace: Workspace, record: StageRecord) -> str | None:

@@ -374,7 +374,7 @@ def test_export_into_data_folder_is_rejected_even_with_overwrite(runner, relabel
     data_copy = tmp_path / "data"
     data_copy.mkdir()
     for archive in (mnist_dir / "MNIST" / "raw").glob("*.gz"):
-        (data_copy / archive.name).symlink_to(archive)
+        (data_copy / archive.name).symlink_to(archive.absolute())
     (data_copy / "keep.bin").write_bytes(b"mnist")
     config = yaml.safe_load((relabelled / "config.yaml").read_text())
     config["data"]["dir"] = str(data_copy)
@@ -433,9 +433,11 @@ def test_copied_workspace_keeps_its_export_current(runner, curated_workspace, tm
     shutil.copytree(curated_workspace, copy, ignore=shutil.ignore_patterns(".lock"))
     report = status_of(runner, copy)
     assert report["export"]["state"] == "done", report["export"]
+    assert report["export"]["out"] == str(copy / "curated-mnist")
     result = invoke(runner, "export", "-w", copy)
     assert result.exit_code == 0, result.output
     assert "export: cached" in result.output
+    assert f"export at {copy / 'curated-mnist'}: " in result.output
 
 
 def test_plain_relabel_reapplies_last_file(runner, workspace, subset, tmp_path):
