@@ -124,7 +124,7 @@ def test_database_uri_pointing_nowhere_exits_1_and_changes_nothing(scored_copy):
 
 
 def test_missing_mongod_exits_1_and_changes_nothing(scored_copy, tmp_path):
-    # The bundled mongod cannot be uninstalled for one test, so its lookup is replaced and PATH holds no mongod.
+    # The bundled mongod cannot be uninstalled for one test, so its lookup is replaced and PATH contains no mongod.
     script = textwrap.dedent("""
         import sys
         import mnist_curate.fiftyone_env
