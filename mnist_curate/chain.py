@@ -25,7 +25,7 @@ from mnist_curate.data import SPLITS
 from mnist_curate.decisions import file_digest as decisions_file_digest
 from mnist_curate.decisions import IDK, merge_decisions, read_decisions, rule_decisions, write_decisions
 from mnist_curate.errors import BadInputError, CurateError
-from mnist_curate.export import check_export_target, export_dir
+from mnist_curate.export import figures_in, precheck_export
 from mnist_curate.pipeline import STAGES, StageOutcome, check_can_run, run_stage
 from mnist_curate.relabel import workspace_decisions_path
 from mnist_curate.ui import Reporter, format_duration
@@ -63,9 +63,10 @@ def run_all(*, config: Config, workspace: Workspace, reporter: Reporter, decisio
         read_decisions(decisions_path)
     elif workspace_decisions_path(workspace).exists():
         read_decisions(workspace_decisions_path(workspace))
-    check_export_target(export_dir(config, workspace), workspace, overwrite=overwrite, data_dir=config.data.dir)
     names = list(STAGES)
     options = {"decisions": str(decisions_path or workspace_decisions_path(workspace)), "overwrite": overwrite}
+    # Checked even when export is current now, because the decisions step may make it stale.
+    precheck_export(config, workspace, options)
     check_can_run(names, config=config, workspace=workspace, options=options, force=force)
 
     result = ChainResult()
@@ -171,9 +172,7 @@ def summary(result: ChainResult, workspace: Workspace) -> dict[str, Any]:
         report["idk"] = {split: relabel["splits"][split]["n_idk"] for split in SPLITS}
         report["corrected"] = {split: relabel["splits"][split]["n_corrected"] for split in SPLITS}
     if export:
-        inside = export.get("out_in_workspace")
-        report["export"] = {"path": str(workspace.root / inside) if inside else export["out"],
-                            "n_files": export["n_files"],
+        report["export"] = {"path": figures_in(workspace, export)["out"], "n_files": export["n_files"],
                             "class_counts": export["class_counts"]}
     return report
 

@@ -6,8 +6,10 @@ beside the repository (where CI puts it). Tests never write there.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -21,6 +23,19 @@ MNIST_DIR = Path(os.environ.get("MNIST_CURATE_TEST_DATA", REPO_ROOT.parent / "sh
 # The smallest run that still trains a useful model: 2,000 samples per split,
 # one epoch at batch size 32 reaches about 80% test accuracy.
 SMALL_RUN = ["--limit", "2000", "--epochs", "1", "--fold-epochs", "1", "--folds", "2", "--batch-size", "32"]
+
+
+@contextlib.contextmanager
+def mounted_tmpfs(folder: Path, options: str):
+    """Mount a tmpfs with ``options`` on an existing folder for the block (skipped where mount is not allowed)."""
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs ({mounted.stderr.strip()}); it needs root or CAP_SYS_ADMIN")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)
 
 
 @pytest.fixture(scope="session")

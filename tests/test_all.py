@@ -178,6 +178,18 @@ def test_all_non_empty_out_exits_2_early(runner, workspace_copy, mnist_dir, tmp_
     assert [p.name for p in out.iterdir()] == ["notes.txt"]
 
 
+def test_all_out_with_decisions_exits_2(runner, workspace_copy, mnist_dir, tmp_path):
+    project = tmp_path / "project"
+    project.mkdir()
+    decisions = project / "decisions.yaml"
+    decisions.write_text("version: 1\ndecisions: []\n")
+    result = invoke(runner, "all", "-w", workspace_copy, "--data-dir", mnist_dir, "--decisions", decisions,
+                    "--out", project, "--overwrite")
+    assert result.exit_code == 2
+    assert f"export target {project} contains the decision file {decisions}" in result.output
+    assert sorted(p.name for p in (workspace_copy / "stages").iterdir()) == ["train.json"]
+    assert decisions.read_text() == "version: 1\ndecisions: []\n"
+
 def test_ci_curation_script_passes(workspace_copy, mnist_dir, tmp_path):
     repo = Path(__file__).resolve().parents[1]
     out = tmp_path / "curated"

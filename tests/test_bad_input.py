@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import invoke, snapshot
+from conftest import invoke, mounted_tmpfs, snapshot
 from mnist_curate.data import MNIST_FILES
 from mnist_curate.workspace import file_digest
 
@@ -346,14 +346,8 @@ def unwritable_folder(folder: Path):
         finally:
             folder.chmod(0o755)
         return
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(folder)],
-                             capture_output=True, text=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a read-only tmpfs ({mounted.stderr.strip()}); it needs CAP_SYS_ADMIN")
-    try:
+    with mounted_tmpfs(folder, "ro,size=1m"):
         yield folder
-    finally:
-        subprocess.run(["umount", str(folder)], check=True)
 
 
 def test_export_to_unwritable_folder_exits_2(runner, curated_copy, tmp_path):

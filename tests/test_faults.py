@@ -15,7 +15,7 @@ import psutil
 import pytest
 from typer.testing import CliRunner
 
-from conftest import REPO_ROOT, SMALL_RUN, invoke, snapshot
+from conftest import REPO_ROOT, SMALL_RUN, invoke, mounted_tmpfs, snapshot
 
 
 def start_train(workspace: Path, mnist_dir: Path, *extra: str) -> subprocess.Popen:
@@ -303,14 +303,8 @@ def small_tmpfs(tmp_path) -> Path:
     """A 2 MB tmpfs, far too small for the subset's 4,000 PNG files (skipped where mount is not allowed)."""
     mount_point = tmp_path / "small"
     mount_point.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount_point)],
-                             capture_output=True, text=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs to fill up ({mounted.stderr.strip()}); it needs root or CAP_SYS_ADMIN")
-    try:
+    with mounted_tmpfs(mount_point, "size=2m"):
         yield mount_point
-    finally:
-        subprocess.run(["umount", str(mount_point)], check=True)
 
 
 @pytest.mark.slow
